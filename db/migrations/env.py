@@ -1,0 +1,34 @@
+"""Alembic environment: the URL comes from the caller (db.migrate), never from a file."""
+
+from alembic import context
+
+from db.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations() -> None:
+    connectable = config.attributes.get("connection")
+    if connectable is None:
+        from db.session import get_engine
+
+        connectable = get_engine(config.get_main_option("sqlalchemy.url"))
+        with connectable.connect() as connection:
+            _run(connection)
+    else:
+        _run(connectable)
+
+
+def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations()

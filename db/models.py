@@ -1,0 +1,188 @@
+"""SQLAlchemy 2.0 models. Alembic (db/migrations) owns the schema; create_all is for tests only.
+
+Tables are snake_case singular; timestamps end in `_at` and are stored in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Postgres-style constraint names, so migrations are deterministic on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
+TERMINAL_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    Postgres stores timestamptz; SQLite has no time zones, so values are stored as naive UTC
+    and get their tzinfo back on the way out. Comparisons in SQL then agree on both.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use db.models.utcnow()")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Sweep(Base):
+    """A submitted grid of runs. Its status is derived from its runs' statuses (db/queries.py)."""
+
+    __tablename__ = "sweep"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(200), default="anonymous")
+    source: Mapped[str] = mapped_column(String(32), default="api")  # api | cli | nightly | study
+    spec: Mapped[dict[str, Any]]
+    n_runs: Mapped[int]
+    software: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    cancelled_at: Mapped[dt.datetime | None]
+
+    runs: Mapped[list[Run]] = relationship(back_populates="sweep", passive_deletes=True)
+
+
+class Run(Base):
+    """One training run and its place in the queue.
+
+    `attempts` counts claims; the attempt number is the fencing token: a worker may only
+    write as the attempt it was given, and only while its lease is held.
+    """
+
+    __tablename__ = "run"
+    __table_args__ = (
+        Index("ix_run_status_id", "status", "id"),
+        Index("ix_run_sweep_id_status", "sweep_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweep.id", ondelete="CASCADE"))
+    grid_index: Mapped[int]  # position in the sweep's grid
+    config: Mapped[dict[str, Any]]
+    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[dt.datetime | None]
+    queued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    sweep: Mapped[Sweep] = relationship(back_populates="runs")
+    result: Mapped[RunResult | None] = relationship(back_populates="run", uselist=False)
+
+
+class RunMetric(Base):
+    """One logged step of one attempt. Rows of attempts that lost their lease are deleted
+    when the winning attempt completes, so the curves belong to the recorded result."""
+
+    __tablename__ = "run_metric"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    loss: Mapped[float | None] = mapped_column(Float)
+    lr: Mapped[float | None] = mapped_column(Float)
+    grad_norm: Mapped[float | None] = mapped_column(Float)
+    update_norm: Mapped[float | None] = mapped_column(Float)
+    param_norm: Mapped[float | None] = mapped_column(Float)
+    clipped: Mapped[bool | None] = mapped_column(Boolean)
+    eval_loss: Mapped[float | None] = mapped_column(Float)
+    eval_accuracy: Mapped[float | None] = mapped_column(Float)
+    layer_grad_norms: Mapped[dict[str, Any] | None]
+
+
+class RunResult(Base):
+    """The one recorded outcome of a run, written by the attempt that held the lease."""
+
+    __tablename__ = "run_result"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int]
+    outcome: Mapped[str] = mapped_column(String(16))  # succeeded | diverged | failed
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    final_loss: Mapped[float | None] = mapped_column(Float)  # full training set, end of run
+    test_loss: Mapped[float | None] = mapped_column(Float)
+    test_accuracy: Mapped[float | None] = mapped_column(Float)
+    reached_target: Mapped[bool] = mapped_column(default=False)
+    steps_to_target: Mapped[int | None]  # None when censored: see reached_target
+    plateau_fraction: Mapped[float | None] = mapped_column(Float)
+    longest_plateau: Mapped[int | None]
+    plateaus: Mapped[dict[str, Any] | None]  # {"segments": [...], "thresholds": {...}}
+    clip_fraction: Mapped[float | None] = mapped_column(Float)
+    diverged_step: Mapped[int | None]
+    diagnosis: Mapped[dict[str, Any] | None]
+    environment: Mapped[dict[str, Any] | None]  # torch version, device, dtype, threads, host
+    seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="result")
+
+
+class Probe(Base):
+    """A landscape probe of a run at one step (Hessian spectrum, trace, density, slices)."""
+
+    __tablename__ = "probe"
+    __table_args__ = (Index("ix_probe_run_id_step", "run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    step: Mapped[int]
+    trigger: Mapped[str] = mapped_column(String(16))  # end | every | plateau
+    lambda_max: Mapped[float | None] = mapped_column(Float)
+    lambda_min: Mapped[float | None] = mapped_column(Float)
+    trace: Mapped[float | None] = mapped_column(Float)
+    trace_stderr: Mapped[float | None] = mapped_column(Float)
+    negative_mass: Mapped[float | None] = mapped_column(Float)
+    negative_mass_stderr: Mapped[float | None] = mapped_column(Float)
+    grad_norm: Mapped[float | None] = mapped_column(Float)
+    data: Mapped[dict[str, Any]]  # eigenvalue lists, residuals, density, slices, mode, cost
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,233 @@
+"""The run queue: enqueue, claim with a lease, renew, complete (fenced), reap, cancel.
+
+Fencing: a claim increments `run.attempts`, and the new value is the attempt's token. Every
+write a worker makes names (run_id, attempt) and is accepted only while the run is still
+`running` under that attempt. A reaped or cancelled attempt therefore cannot write a result,
+so each run has exactly one recorded result however many times it executed.
+
+Postgres claims with `FOR UPDATE SKIP LOCKED` inside a CTE that carries the LIMIT (a bare
+`UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be re-evaluated and
+update more rows than asked). SQLite has no row locks: every transaction there begins with
+`BEGIN IMMEDIATE` (db/session.py), which serializes claimers; the same statement is correct.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from db.errors import LeaseLost
+from db.models import Probe, Run, RunMetric, RunResult, Sweep, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker needs to execute one attempt of a run. Pickles without an engine."""
+
+    run_id: int
+    attempt: int
+    config: dict[str, Any]
+    lease_expires_at: dt.datetime
+
+
+def enqueue_sweep(
+    *,
+    session: Session,
+    name: str,
+    owner: str,
+    spec: dict[str, Any],
+    runs: Sequence[tuple[dict[str, Any], str]],
+    max_attempts: int = 3,
+    source: str = "api",
+    software: dict[str, Any] | None = None,
+) -> Sweep:
+    """Insert a sweep and its runs (config, config_hash) as queued, in one transaction."""
+    sweep = Sweep(
+        name=name, owner=owner, spec=spec, n_runs=len(runs), source=source, software=software or {}
+    )
+    session.add(sweep)
+    session.flush()
+    if runs:
+        now = utcnow()
+        session.execute(
+            insert(Run),
+            [
+                {
+                    "sweep_id": sweep.id,
+                    "grid_index": i,
+                    "config": config,
+                    "config_hash": digest,
+                    "status": "queued",
+                    "attempts": 0,
+                    "max_attempts": max_attempts,
+                    "queued_at": now,
+                }
+                for i, (config, digest) in enumerate(runs)
+            ],
+        )
+    return sweep
+
+
+def claim_runs(
+    *, session: Session, worker_id: str, limit: int, lease_seconds: float
+) -> list[Claim]:
+    """Move up to `limit` queued runs (oldest first) to running under a fresh lease."""
+    if limit <= 0:
+        return []
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    picked = (
+        select(Run.id)
+        .where(Run.status == "queued")
+        .order_by(Run.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    rows = session.execute(
+        update(Run)
+        .where(Run.id.in_(select(picked.c.id)))
+        .values(
+            status="running",
+            attempts=Run.attempts + 1,
+            lease_owner=worker_id,
+            lease_expires_at=expires,
+            started_at=now,
+        )
+        .returning(Run.id, Run.attempts, Run.config)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(
+        (
+            Claim(run_id=r.id, attempt=r.attempts, config=r.config, lease_expires_at=expires)
+            for r in rows
+        ),
+        key=lambda c: c.run_id,
+    )
+
+
+def renew_lease(*, session: Session, run_id: int, attempt: int, lease_seconds: float) -> bool:
+    """Extend the lease; False when the attempt lost the run (reaped or cancelled)."""
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.attempts == attempt, Run.status == "running")
+        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _assert_owner(session: Session, run_id: int, attempt: int) -> None:
+    # FOR SHARE (Postgres) blocks a concurrent completion or reap of this row until we commit,
+    # so no write slips in between the check and the insert.
+    owner = session.execute(
+        select(Run.id)
+        .where(Run.id == run_id, Run.attempts == attempt, Run.status == "running")
+        .with_for_update(read=True)
+    ).first()
+    if owner is None:
+        raise LeaseLost(run_id, attempt)
+
+
+def write_metrics(
+    *, session: Session, run_id: int, attempt: int, rows: Iterable[dict[str, Any]]
+) -> int:
+    """Append a batch of per-step metric rows (one executemany, never one insert per row)."""
+    batch = [{**row, "run_id": run_id, "attempt": attempt} for row in rows]
+    if not batch:
+        return 0
+    _assert_owner(session, run_id, attempt)
+    session.execute(insert(RunMetric), batch)
+    return len(batch)
+
+
+def write_probe(*, session: Session, run_id: int, attempt: int, probe: dict[str, Any]) -> int:
+    """Store one probe result of a running attempt; returns the probe id."""
+    _assert_owner(session, run_id, attempt)
+    row = Probe(run_id=run_id, attempt=attempt, **probe)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def complete_run(
+    *,
+    session: Session,
+    run_id: int,
+    attempt: int,
+    outcome: str,
+    result: dict[str, Any],
+    error: str | None = None,
+) -> None:
+    """Record the attempt's outcome (succeeded | diverged | failed) and its one result row.
+
+    Raises LeaseLost, writing nothing, when the attempt no longer owns the run.
+    """
+    if outcome not in ("succeeded", "diverged", "failed"):
+        raise ValueError(f"unknown outcome {outcome!r}")
+    now = utcnow()
+    updated = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.attempts == attempt, Run.status == "running")
+        .values(
+            status=outcome, finished_at=now, lease_owner=None, lease_expires_at=None, error=error
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if updated.rowcount != 1:
+        raise LeaseLost(run_id, attempt)
+    # Curves and probes of attempts that lost their lease are not evidence for this result.
+    session.execute(
+        delete(RunMetric).where(RunMetric.run_id == run_id, RunMetric.attempt != attempt)
+    )
+    session.execute(delete(Probe).where(Probe.run_id == run_id, Probe.attempt != attempt))
+    session.add(RunResult(run_id=run_id, attempt=attempt, outcome=outcome, **result))
+
+
+def reap_expired(*, session: Session) -> tuple[int, int]:
+    """Requeue running runs whose lease expired; fail those out of attempts.
+
+    Returns (requeued, failed). The database lease is the truth about liveness, not Ray.
+    """
+    now = utcnow()
+    expired = (Run.status == "running", Run.lease_expires_at < now)
+    requeued = session.execute(
+        update(Run)
+        .where(*expired, Run.attempts < Run.max_attempts)
+        .values(status="queued", lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    failed = session.execute(
+        update(Run)
+        .where(*expired, Run.attempts >= Run.max_attempts)
+        .values(
+            status="failed",
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=now,
+            error="lease expired on the last allowed attempt (worker lost)",
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return requeued, failed
+
+
+def cancel_sweep(*, session: Session, sweep_id: int) -> int:
+    """Cancel a sweep's queued and running runs; running attempts see it at their next renew."""
+    now = utcnow()
+    session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.cancelled_at.is_(None))
+        .values(cancelled_at=now)
+    )
+    return session.execute(
+        update(Run)
+        .where(Run.sweep_id == sweep_id, Run.status.in_(("queued", "running")))
+        .values(status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount

@@ -1,0 +1,49 @@
+"""The FastAPI app: routers under /api/v1, schema check at start, optional dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from db.errors import DBError, SchemaNotCurrent
+from db.migrate import ensure_current
+from service.api.routes import health, runs, sweeps
+from service.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, *, dispatch: bool | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    dispatch = settings.dispatch if dispatch is None else dispatch
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ensure_current(settings.database_url, migrate=settings.auto_migrate)
+        stop = None
+        if dispatch:
+            from service.dispatcher import start_in_thread
+
+            thread, stop = start_in_thread(settings)
+        yield
+        if stop is not None:
+            stop.set()
+            thread.join(timeout=10)
+
+    app = FastAPI(
+        title="plateau-bench", version="0.1.0", lifespan=lifespan, openapi_url="/openapi.json"
+    )
+    app.state.settings = settings
+    app.include_router(health.router, prefix=API_PREFIX)
+    app.include_router(sweeps.router, prefix=API_PREFIX)
+    app.include_router(runs.router, prefix=API_PREFIX)
+
+    @app.exception_handler(DBError)
+    async def _db_error(request: Request, exc: DBError) -> JSONResponse:
+        code = 503 if isinstance(exc, SchemaNotCurrent) else 409
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    return app

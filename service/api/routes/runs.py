@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from db import queries
+from service.api.deps import RunDep, SessionDep
+from service.api.views import result_dict, run_public
+from service.schemas import ProbePublic, ProbesPublic, RunDetail
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.get("/{run_id}")
+def read_run(run: RunDep, session: SessionDep, request: Request) -> RunDetail:
+    return RunDetail(
+        **run_public(run),
+        config=run.config,
+        result=result_dict(run),
+        curves=queries.run_curves(session=session, run=run),
+        probes_url=str(request.url_for("read_probes", run_id=run.id)),
+    )
+
+
+@router.get("/{run_id}/probes")
+def read_probes(run: RunDep, session: SessionDep) -> ProbesPublic:
+    probes = queries.list_probes(session=session, run=run)
+    return ProbesPublic(data=[ProbePublic.model_validate(p) for p in probes], count=len(probes))

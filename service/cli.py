@@ -1,0 +1,289 @@
+"""The `plateau` command line.
+
+Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
+Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
+`plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from service.settings import get_settings
+from service.spec import SpecError, SweepSpec, load_spec_document
+
+app = typer.Typer(
+    help="plateau-bench: why does training stall?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+# Piped output (CI logs, files) gets a width that fits the ranked table.
+console = Console(width=None if sys.stdout.isatty() else 180)
+err = Console(stderr=True)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def format_validation_error(e: ValidationError) -> str:
+    lines = []
+    for problem in e.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "spec"
+        lines.append(f"  {where}: {problem['msg']}")
+    return "invalid spec:\n" + "\n".join(lines)
+
+
+def read_spec(path: str) -> SweepSpec:
+    try:
+        return SweepSpec.model_validate(load_spec_document(path))
+    except SpecError as e:
+        raise fail(str(e)) from e
+    except ValidationError as e:
+        raise fail(format_validation_error(e)) from e
+
+
+def ranked_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """Runs ranked by steps-to-target (reached first), then final loss."""
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        reached = r.get("steps_to_target") is not None
+        loss = r.get("final_loss")
+        return (
+            not reached,
+            r.get("steps_to_target") or 0,
+            loss if loss is not None else float("inf"),
+        )
+
+    table = Table(title=title)
+    for col in (
+        "rank",
+        "run",
+        "architecture",
+        "norm",
+        "optimizer",
+        "init",
+        "clip",
+        "seed",
+        "status",
+        "steps→target",
+        "final loss",
+        "test acc",
+        "plateau %",
+        "verdict",
+    ):
+        table.add_column(col, justify="right" if col in ("rank", "run", "seed") else "left")
+    for i, r in enumerate(sorted(rows, key=key), 1):
+        s = r["summary"]
+        diag = r.get("diagnosis") or {}
+        stt = r.get("steps_to_target")
+        budget_note = "censored" if r.get("status") == "succeeded" else "—"
+        table.add_row(
+            str(i),
+            str(r["id"]),
+            s["architecture"],
+            s["normalization"],
+            s["optimizer"],
+            s["init"],
+            s["grad_clip"] or "none",
+            str(s["seed"]),
+            r["status"],
+            str(stt) if stt is not None else budget_note,
+            f"{r['final_loss']:.4g}" if r.get("final_loss") is not None else "—",
+            f"{r['test_accuracy']:.3f}" if r.get("test_accuracy") is not None else "—",
+            f"{100 * r['plateau_fraction']:.0f}" if r.get("plateau_fraction") is not None else "—",
+            diag.get("verdict", "—"),
+        )
+    return table
+
+
+@app.command()
+def run(
+    spec_path: str = typer.Argument(..., metavar="SPEC", help="sweep spec (YAML/JSON)"),
+    timeout: float = typer.Option(None, help="give up after this many seconds"),
+) -> None:
+    """Run a sweep to the end on this machine (DATABASE_URL, default ./plateau.db + local Ray)."""
+    from db import queries
+    from db.migrate import ensure_current
+    from db.session import session_scope
+    from service.api.views import run_public, sweep_public
+    from service.dispatcher import Dispatcher, init_ray
+    from service.sweeps import submit_sweep
+
+    settings = get_settings()
+    spec = read_spec(spec_path)
+    ensure_current(settings.database_url, migrate=True)
+    with session_scope(settings.database_url) as session:
+        sweep = submit_sweep(
+            session=session, spec=spec, source="cli", max_attempts=settings.max_attempts
+        )
+        sweep_id, n_runs = sweep.id, sweep.n_runs
+    console.print(
+        f"sweep [bold]{sweep_id}[/] '{spec.name}': {n_runs} runs "
+        f"({spec.grid_shape()}) in {settings.database_url}"
+    )
+    init_ray(settings, log_to_driver=False)
+    dispatcher = Dispatcher(settings)
+
+    def counts() -> dict[str, int]:
+        with session_scope(settings.database_url) as session:
+            return queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("training", total=n_runs)
+
+        def update() -> None:
+            c = counts()
+            done = n_runs - c.get("queued", 0) - c.get("running", 0)
+            progress.update(
+                bar, completed=done, description=f"training ({c.get('running', 0)} running)"
+            )
+
+        def finished() -> bool:
+            c = counts()
+            return c.get("queued", 0) + c.get("running", 0) == 0
+
+        dispatcher.run(until=finished, on_tick=update, timeout=timeout)
+    final_counts = counts()
+    with session_scope(settings.database_url) as session:
+        runs, _ = queries.list_runs(session=session, sweep_id=sweep_id, offset=0, limit=n_runs)
+        rows = [run_public(r) for r in runs]
+        rows = [
+            r | {"diagnosis": r["diagnosis"].model_dump() if r.get("diagnosis") else None}
+            for r in rows
+        ]
+        sweep = queries.get_sweep(session=session, sweep_id=sweep_id)
+        assert sweep is not None
+        final = sweep_public(sweep, final_counts)
+    console.print(
+        ranked_table(rows, f"sweep {sweep_id} '{spec.name}': {final.status}, {final.counts}")
+    )
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        err.print(f"run {r['id']} failed: {(r['error'] or '').splitlines()[0]}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    port: int = typer.Option(8000, help="TCP port"),
+    dispatch: bool = typer.Option(True, help="run the dispatcher in this process"),
+) -> None:
+    """Serve the REST API (and, by default, the dispatcher) from one process."""
+    import uvicorn
+
+    from service.api.main import create_app
+
+    logging.basicConfig(level=logging.INFO)
+    uvicorn.run(create_app(get_settings(), dispatch=dispatch), host=host, port=port)
+
+
+@app.command()
+def submit(
+    spec_path: str = typer.Argument(..., metavar="SPEC"),
+    url: str = typer.Option(DEFAULT_URL, help="the plateau service"),
+) -> None:
+    """Submit a sweep spec to a running service."""
+    spec = read_spec(spec_path)
+    response = _request("POST", f"{url}/api/v1/sweeps", json=spec.model_dump(mode="json"))
+    body = response.json()
+    console.print(f"sweep {body['id']} queued: {body['runs']} runs — {body['url']}")
+
+
+@app.command()
+def status(
+    sweep_id: int = typer.Argument(..., metavar="ID"),
+    url: str = typer.Option(DEFAULT_URL, help="the plateau service"),
+) -> None:
+    """Show a sweep's status and its runs ranked."""
+    sweep = _request("GET", f"{url}/api/v1/sweeps/{sweep_id}").json()
+    runs = _request("GET", f"{url}/api/v1/sweeps/{sweep_id}/runs", params={"limit": 1000}).json()[
+        "data"
+    ]
+    console.print(
+        ranked_table(
+            runs, f"sweep {sweep_id} '{sweep['name']}': {sweep['status']} {sweep['counts']}"
+        )
+    )
+
+
+def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        response = httpx.request(method, url, timeout=30, **kwargs)
+    except httpx.HTTPError as e:
+        raise fail(f"cannot reach {url}: {e}") from e
+    if response.status_code >= 400:
+        try:
+            detail = json.dumps(response.json().get("detail"), indent=1)
+        except ValueError:
+            detail = response.text
+        raise fail(f"{method} {url} answered {response.status_code}: {detail}")
+    return response
+
+
+@app.command()
+def dispatcher() -> None:
+    """Run a dispatcher: claim queued runs and execute them on the Ray cluster (RAY_ADDRESS)."""
+    from db.migrate import ensure_current
+    from service.dispatcher import Dispatcher, init_ray
+
+    logging.basicConfig(level=logging.INFO)
+    settings = get_settings()
+    ensure_current(settings.database_url, migrate=False)
+    init_ray(settings)
+    Dispatcher(settings).run()
+
+
+@app.command()
+def worker(
+    address: str = typer.Option(None, help="Ray head address (default RAY_ADDRESS)"),
+    num_cpus: int = typer.Option(None, help="CPUs this node offers (default: all)"),
+    num_gpus: int = typer.Option(None, help="GPUs this node offers (default: all)"),
+) -> None:
+    """Join this machine to the Ray cluster as a worker node (blocks)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise fail("--address (or RAY_ADDRESS) is required: the Ray head to join")
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={address}", "--block"]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    if num_gpus is not None:
+        cmd.append(f"--num-gpus={num_gpus}")
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema at DATABASE_URL to the latest revision."""
+    from db.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    console.print(f"schema at {settings.database_url} is current")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,109 @@
+"""The API's language: pydantic models for requests and responses, separate from db/ models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from service.spec import SweepSpec
+
+SweepCreate = SweepSpec
+
+
+class SweepCreated(BaseModel):
+    id: int
+    runs: int
+    url: str
+
+
+class SweepPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    owner: str
+    source: str
+    status: str
+    n_runs: int
+    counts: dict[str, int]
+    progress: float  # finished runs / all runs
+    created_at: dt.datetime
+    cancelled_at: dt.datetime | None
+    software: dict[str, Any]
+
+
+class SweepDetail(SweepPublic):
+    spec: dict[str, Any]
+
+
+class SweepsPublic(BaseModel):
+    data: list[SweepPublic]
+    count: int
+
+
+class Diagnosis(BaseModel):
+    verdict: str
+    evidence: dict[str, Any]
+    thresholds: dict[str, Any]
+
+
+class RunPublic(BaseModel):
+    id: int
+    sweep_id: int
+    grid_index: int
+    status: str
+    config_hash: str
+    attempts: int
+    max_attempts: int
+    queued_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
+    summary: dict[str, Any]  # short names of the axes: optimizer, init, architecture, ...
+    final_loss: float | None = None
+    test_accuracy: float | None = None
+    reached_target: bool | None = None
+    steps_to_target: int | None = None
+    plateau_fraction: float | None = None
+    diagnosis: Diagnosis | None = None
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int
+
+
+class RunDetail(RunPublic):
+    config: dict[str, Any]
+    result: dict[str, Any] | None
+    curves: dict[str, list[Any]]
+    probes_url: str
+
+
+class ProbePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    step: int
+    trigger: str
+    lambda_max: float | None
+    lambda_min: float | None
+    trace: float | None
+    trace_stderr: float | None
+    negative_mass: float | None
+    negative_mass_stderr: float | None
+    grad_norm: float | None
+    data: dict[str, Any]
+
+
+class ProbesPublic(BaseModel):
+    data: list[ProbePublic]
+    count: int
+
+
+class Health(BaseModel):
+    status: str  # ok | degraded
+    database: dict[str, Any]
+    ray: dict[str, Any]

@@ -1,0 +1,48 @@
+"""One settings object for the service processes (API, dispatcher, CLI), from the environment."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from db.session import normalize_url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLATEAU_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///plateau.db",
+        validation_alias=AliasChoices("DATABASE_URL", "PLATEAU_DATABASE_URL"),
+        description="SQLAlchemy URL; postgresql://... for a team, a SQLite file by default",
+    )
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("RAY_ADDRESS", "PLATEAU_RAY_ADDRESS"),
+        description="an existing Ray cluster (host:port); unset starts a local Ray instance",
+    )
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance")
+    max_grid_runs: int = Field(2000, ge=1, description="largest grid a sweep may expand to")
+    max_attempts: int = Field(3, ge=1, description="claims of a run before it counts as failed")
+    lease_seconds: float = Field(60.0, gt=0, description="a worker renews every lease/3")
+    poll_seconds: float = Field(0.5, gt=0, description="dispatcher loop period")
+    auto_migrate: bool = Field(True, description="migrate the schema at start, else refuse")
+    dispatch: bool = Field(True, description="run the dispatcher inside `plateau serve`")
+
+    @field_validator("database_url")
+    @classmethod
+    def _absolute_sqlite(cls, url: str) -> str:
+        # Ray workers do not share the driver's working directory: make file paths absolute.
+        url = normalize_url(url)
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(Path(url[len(prefix) :]).resolve())
+        return url
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

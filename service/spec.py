@@ -1,0 +1,176 @@
+"""The sweep spec: a document (YAML or JSON) whose axes expand to a grid of RunConfigs.
+
+Field names are the API's contract: name, task, architectures, optimizers, inits,
+normalization, grad_clip, seeds, budget, target (plus plateau, probes, device, threads,
+dtype, owner, max_attempts). Axis entries may be written short: "orthogonal" for
+{"name": "orthogonal"}, 1.0 for {"mode": "norm", "threshold": 1.0}, null for no clipping.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from workers.config import (
+    ArchConfig,
+    Budget,
+    GradClip,
+    InitConfig,
+    Normalization,
+    OptimizerConfig,
+    PlateauThresholds,
+    ProbeSpec,
+    RunConfig,
+    Target,
+    TaskConfig,
+    compatibility_problem,
+)
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be read or parsed (the CLI prints it and exits 2)."""
+
+
+def _named(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+def grid_limit() -> int:
+    from service.settings import get_settings
+
+    return get_settings().max_grid_runs
+
+
+class SweepSpec(BaseModel):
+    """A sweep request. The grid is the Cartesian product of the list-valued axes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    owner: str = Field("anonymous", min_length=1, max_length=200)
+    task: TaskConfig
+    architectures: list[ArchConfig] = Field(min_length=1)
+    optimizers: list[OptimizerConfig] = Field(min_length=1)
+    inits: list[InitConfig] = Field(default_factory=lambda: [{"name": "default"}], min_length=1)
+    normalization: list[Normalization] = Field(default_factory=lambda: ["none"], min_length=1)
+    grad_clip: list[GradClip | None] = Field(default_factory=lambda: [None], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    budget: Budget = Field(default_factory=Budget)
+    target: Target = Field(default_factory=Target)
+    plateau: PlateauThresholds = Field(default_factory=PlateauThresholds)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(1, ge=1, le=256)
+    dtype: Literal["float32", "float64"] = "float32"
+    max_attempts: int | None = Field(None, ge=1, le=20)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_short(cls, v: Any) -> Any:
+        return _named(v)
+
+    @field_validator("architectures", "inits", mode="before")
+    @classmethod
+    def _names_short(cls, v: Any) -> Any:
+        return [_named(x) for x in v] if isinstance(v, list) else v
+
+    @field_validator("grad_clip", mode="before")
+    @classmethod
+    def _clip_short(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        return [
+            {"mode": "norm", "threshold": x}
+            if isinstance(x, int | float) and not isinstance(x, bool)
+            else x
+            for x in v
+        ]
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_range(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 0 <= s < 2**31]
+        if bad:
+            raise ValueError(f"seeds must be in [0, 2^31); got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _grid_is_runnable(self) -> SweepSpec:
+        for i, arch in enumerate(self.architectures):
+            for norm in self.normalization:
+                problem = compatibility_problem(self.task.name, arch.name, norm)
+                if problem:
+                    raise ValueError(f"architectures[{i}] with normalization '{norm}': {problem}")
+        size, limit = self.grid_size(), grid_limit()
+        if size > limit:
+            raise ValueError(
+                f"grid: {self.grid_shape()} = {size} runs, above the limit of {limit} "
+                "(set PLATEAU_MAX_GRID_RUNS to raise it)"
+            )
+        return self
+
+    def axes(self) -> dict[str, list[Any]]:
+        return {
+            "architectures": self.architectures,
+            "normalization": self.normalization,
+            "optimizers": self.optimizers,
+            "inits": self.inits,
+            "grad_clip": self.grad_clip,
+            "seeds": self.seeds,
+        }
+
+    def grid_size(self) -> int:
+        size = 1
+        for values in self.axes().values():
+            size *= len(values)
+        return size
+
+    def grid_shape(self) -> str:
+        return " x ".join(f"{len(v)} {k}" for k, v in self.axes().items())
+
+    def expand(self) -> list[RunConfig]:
+        """One RunConfig per grid point, in a stable order (architectures vary slowest)."""
+        shared = {
+            "task": self.task,
+            "budget": self.budget,
+            "target": self.target,
+            "plateau": self.plateau,
+            "probes": self.probes,
+            "device": self.device,
+            "threads": self.threads,
+            "dtype": self.dtype,
+        }
+        return [
+            RunConfig(
+                architecture=arch,
+                normalization=norm,
+                optimizer=opt,
+                init=init,
+                grad_clip=clip,
+                seed=seed,
+                **shared,
+            )
+            for arch, norm, opt, init, clip, seed in itertools.product(*self.axes().values())
+        ]
+
+
+def load_spec_document(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON spec file into a dict, with errors that name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read spec file {path}: {e.strerror}") from e
+    try:
+        document = yaml.safe_load(text)  # JSON is YAML, so one parser serves both
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path} is not valid YAML/JSON: {e}") from e
+    if not isinstance(document, dict):
+        raise SpecError(
+            f"{path} must hold a mapping (name: ..., task: ...), not {type(document).__name__}"
+        )
+    return document

@@ -1,0 +1,453 @@
+"""The typed configuration of one training run: the contract between service/ and workers/.
+
+Everything here is plain pydantic (no torch), so the API process can validate requests
+without importing the training stack. Each registry entry (task, architecture, init,
+optimizer, schedule) has a config model whose `name` field is the registry key; a request
+chooses code only through these names.
+
+A `RunConfig` is fully resolved: every default is filled in, so its JSON (and hash) is
+the complete description of a run, and identical settings from different sweeps hash alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    """Base for config models: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- tasks -----------------------------------------------------------------------------
+
+
+class DigitsTask(Strict):
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes)."""
+
+    name: Literal["digits"] = "digits"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class TeacherStudentTask(Strict):
+    """Gaussian inputs, targets from a random soft-committee teacher (regression, MSE)."""
+
+    name: Literal["teacher_student"] = "teacher_student"
+    input_dim: int = Field(20, ge=1, le=4096)
+    teacher_hidden: int = Field(4, ge=1, le=1024)
+    n_train: int = Field(2000, ge=16, le=200_000)
+    n_test: int = Field(500, ge=16, le=100_000)
+    noise: float = Field(0.0, ge=0)
+
+
+class DeepLinearTask(Strict):
+    """Learn y = A x with whitened x and A with the given singular values (MSE)."""
+
+    name: Literal["deep_linear"] = "deep_linear"
+    input_dim: int = Field(16, ge=1, le=4096)
+    output_dim: int = Field(16, ge=1, le=4096)
+    singular_values: list[PositiveFloat] = Field(default_factory=lambda: [4.0, 2.0, 1.0, 0.5])
+    n_train: int = Field(1024, ge=16, le=200_000)
+    n_test: int = Field(256, ge=16, le=100_000)
+
+    @model_validator(mode="after")
+    def _rank_fits(self) -> DeepLinearTask:
+        if len(self.singular_values) > min(self.input_dim, self.output_dim):
+            raise ValueError(
+                f"singular_values has {len(self.singular_values)} entries; at most "
+                f"min(input_dim, output_dim) = {min(self.input_dim, self.output_dim)} allowed"
+            )
+        return self
+
+
+class ParityTask(Strict):
+    """n-bit (sparse) parity of +-1 inputs; label is the parity of the first k bits."""
+
+    name: Literal["parity"] = "parity"
+    n_bits: int = Field(10, ge=2, le=64)
+    k: int | None = Field(None, ge=1, description="bits that decide the label (default: all)")
+    n_train: int = Field(2000, ge=16, le=200_000)
+    n_test: int = Field(1000, ge=16, le=100_000)
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> ParityTask:
+        if self.k is not None and self.k > self.n_bits:
+            raise ValueError(f"k={self.k} exceeds n_bits={self.n_bits}")
+        return self
+
+
+class SpiralsTask(Strict):
+    """Two interleaved 2-D spirals, binary classification."""
+
+    name: Literal["spirals"] = "spirals"
+    turns: float = Field(1.5, gt=0, le=10)
+    noise: float = Field(0.05, ge=0)
+    n_train: int = Field(1000, ge=16, le=200_000)
+    n_test: int = Field(500, ge=16, le=100_000)
+
+
+class ModularAdditionTask(Strict):
+    """(a + b) mod p from the token pair (a, b); trained on a fraction of all p^2 pairs."""
+
+    name: Literal["modular_addition"] = "modular_addition"
+    p: int = Field(23, ge=2, le=512)
+    train_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+TaskConfig = Annotated[
+    DigitsTask
+    | TeacherStudentTask
+    | DeepLinearTask
+    | ParityTask
+    | SpiralsTask
+    | ModularAdditionTask,
+    Field(discriminator="name"),
+]
+
+# What a task's inputs look like decides which architectures can read them.
+TASK_INPUT_KIND: dict[str, str] = {
+    "digits": "image",
+    "teacher_student": "vector",
+    "deep_linear": "vector",
+    "parity": "vector",
+    "spirals": "vector",
+    "modular_addition": "sequence",
+}
+
+
+# --- architectures ---------------------------------------------------------------------
+
+Activation = Literal["relu", "tanh", "gelu", "linear"]
+Normalization = Literal["none", "batchnorm", "layernorm"]
+
+
+class MLPArch(Strict):
+    """Fully connected net: `depth` hidden layers of `width`, Linear -> norm -> activation."""
+
+    name: Literal["mlp"] = "mlp"
+    depth: int = Field(2, ge=1, le=64)
+    width: int = Field(64, ge=1, le=8192)
+    activation: Activation = "relu"
+
+
+class DeepLinearArch(Strict):
+    """An MLP without nonlinearity or biases: the classic model of staged learning."""
+
+    name: Literal["deep_linear"] = "deep_linear"
+    depth: int = Field(4, ge=1, le=64)
+    width: int = Field(32, ge=1, le=8192)
+
+
+class ResMLPArch(Strict):
+    """Residual MLP: x + W2 act(W1 norm(x)) blocks between an input and output projection."""
+
+    name: Literal["resmlp"] = "resmlp"
+    depth: int = Field(4, ge=1, le=64, description="number of residual blocks")
+    width: int = Field(64, ge=1, le=8192)
+    activation: Activation = "relu"
+
+
+class CNNArch(Strict):
+    """Small convnet for image tasks: conv blocks of `channels`, global average pool, linear."""
+
+    name: Literal["cnn"] = "cnn"
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=8
+    )
+    activation: Activation = "relu"
+
+
+class TransformerArch(Strict):
+    """Tiny pre-norm decoder-style transformer reading a token sequence, predicting the last."""
+
+    name: Literal["transformer"] = "transformer"
+    d_model: int = Field(64, ge=4, le=2048)
+    n_heads: int = Field(4, ge=1, le=64)
+    n_layers: int = Field(1, ge=1, le=16)
+    mlp_ratio: int = Field(4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerArch:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        return self
+
+
+ArchConfig = Annotated[
+    MLPArch | DeepLinearArch | ResMLPArch | CNNArch | TransformerArch,
+    Field(discriminator="name"),
+]
+
+# Which input kinds each architecture reads (see TASK_INPUT_KIND). An image is also a
+# vector once flattened; a token sequence is a vector once one-hot encoded.
+ARCH_INPUT_KINDS: dict[str, set[str]] = {
+    "mlp": {"vector", "image", "sequence"},
+    "deep_linear": {"vector", "image"},
+    "resmlp": {"vector", "image", "sequence"},
+    "cnn": {"image"},
+    "transformer": {"sequence"},
+}
+ARCH_NORMALIZATIONS: dict[str, set[str]] = {
+    "mlp": {"none", "batchnorm", "layernorm"},
+    # Normalizing a deep linear net makes it a different (nonlinear in training) model, which
+    # defeats its purpose as the analytically understood plateau model.
+    "deep_linear": {"none"},
+    "resmlp": {"none", "batchnorm", "layernorm"},
+    "cnn": {"none", "batchnorm", "layernorm"},
+    # Attention over 2-3 tokens with batch statistics is not a model anyone trains.
+    "transformer": {"none", "layernorm"},
+}
+
+
+# --- initializations -------------------------------------------------------------------
+
+
+class _Init(Strict):
+    scale: PositiveFloat = Field(1.0, description="multiplies every initialized weight")
+    zeros_bias: bool = Field(False, description="set all biases to zero after init")
+
+
+class DefaultInit(_Init):
+    name: Literal["default"] = "default"
+
+
+class XavierUniformInit(_Init):
+    name: Literal["xavier_uniform"] = "xavier_uniform"
+
+
+class XavierNormalInit(_Init):
+    name: Literal["xavier_normal"] = "xavier_normal"
+
+
+class KaimingUniformInit(_Init):
+    name: Literal["kaiming_uniform"] = "kaiming_uniform"
+    mode: Literal["fan_in", "fan_out"] = "fan_in"
+
+
+class KaimingNormalInit(_Init):
+    name: Literal["kaiming_normal"] = "kaiming_normal"
+    mode: Literal["fan_in", "fan_out"] = "fan_in"
+
+
+class LecunNormalInit(_Init):
+    name: Literal["lecun_normal"] = "lecun_normal"
+
+
+class OrthogonalInit(_Init):
+    name: Literal["orthogonal"] = "orthogonal"
+
+
+class NormalInit(_Init):
+    name: Literal["normal"] = "normal"
+    std: PositiveFloat = 0.01
+
+
+class UniformInit(_Init):
+    name: Literal["uniform"] = "uniform"
+    bound: PositiveFloat = 0.05
+
+
+InitConfig = Annotated[
+    DefaultInit
+    | XavierUniformInit
+    | XavierNormalInit
+    | KaimingUniformInit
+    | KaimingNormalInit
+    | LecunNormalInit
+    | OrthogonalInit
+    | NormalInit
+    | UniformInit,
+    Field(discriminator="name"),
+]
+
+
+# --- optimizers and schedules ----------------------------------------------------------
+
+
+class ConstantSchedule(Strict):
+    name: Literal["constant"] = "constant"
+
+
+class CosineSchedule(Strict):
+    """Cosine decay from lr to lr * min_factor over the budget."""
+
+    name: Literal["cosine"] = "cosine"
+    min_factor: float = Field(0.0, ge=0, le=1)
+
+
+class WarmupSchedule(Strict):
+    """Linear warmup over `warmup_steps`, then constant or cosine decay."""
+
+    name: Literal["linear_warmup"] = "linear_warmup"
+    warmup_steps: int = Field(100, ge=1)
+    then: Literal["constant", "cosine"] = "cosine"
+    min_factor: float = Field(0.0, ge=0, le=1)
+
+
+ScheduleConfig = Annotated[
+    ConstantSchedule | CosineSchedule | WarmupSchedule, Field(discriminator="name")
+]
+
+
+class _Optim(Strict):
+    lr: PositiveFloat
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: ScheduleConfig = Field(default_factory=ConstantSchedule)
+
+
+class SGDOptim(_Optim):
+    name: Literal["sgd"] = "sgd"
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDOptim:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=true needs momentum > 0")
+        return self
+
+
+class AdamOptim(_Optim):
+    name: Literal["adam"] = "adam"
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: PositiveFloat = 1e-8
+
+
+class AdamWOptim(_Optim):
+    name: Literal["adamw"] = "adamw"
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: PositiveFloat = 1e-8
+    weight_decay: float = Field(0.01, ge=0)
+
+
+class RMSpropOptim(_Optim):
+    name: Literal["rmsprop"] = "rmsprop"
+    alpha: float = Field(0.99, gt=0, lt=1)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    eps: PositiveFloat = 1e-8
+
+
+class AdagradOptim(_Optim):
+    name: Literal["adagrad"] = "adagrad"
+    eps: PositiveFloat = 1e-10
+
+
+OptimizerConfig = Annotated[
+    SGDOptim | AdamOptim | AdamWOptim | RMSpropOptim | AdagradOptim,
+    Field(discriminator="name"),
+]
+
+
+# --- clipping, budget, target, probes --------------------------------------------------
+
+
+class GradClip(Strict):
+    """`norm`: rescale so the global L2 norm is at most threshold; `value`: clamp each entry."""
+
+    mode: Literal["norm", "value"] = "norm"
+    threshold: PositiveFloat
+
+
+class Budget(Strict):
+    steps: int = Field(500, ge=1, le=1_000_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    log_every: int = Field(1, ge=1, description="record per-step evidence every k steps")
+    eval_every: int = Field(50, ge=1, description="evaluate on the test split every m steps")
+
+
+class Target(Strict):
+    loss: PositiveFloat = Field(0.1, description="training loss that counts as 'reached'")
+
+
+class PlateauThresholds(Strict):
+    """Parameters of the plateau detector (workers/plateau.py), stored with each result."""
+
+    window: int = Field(50, ge=2, description="steps over which relative progress is measured")
+    rel_improvement: float = Field(
+        0.01, gt=0, lt=1, description="a window improving the loss by less than this is flat"
+    )
+    min_length: int = Field(100, ge=1, description="shortest flat stretch that counts, in steps")
+    escape_factor: float = Field(
+        0.5, gt=0, lt=1, description="escaped when the loss later falls below factor * level"
+    )
+    smoothing: float = Field(0.9, ge=0, lt=1, description="EMA factor applied to the loss")
+
+
+class ProbeSpec(Strict):
+    """When to probe the loss landscape, and how much each probe may cost."""
+
+    at: list[Literal["end", "plateau"]] = Field(default_factory=list)
+    every: int | None = Field(None, ge=1, description="also probe every N steps")
+    k: int = Field(3, ge=1, le=50, description="extreme eigenvalues at each end")
+    lanczos_steps: int = Field(40, ge=2, le=1000)
+    hutchinson_vectors: int = Field(20, ge=1, le=10_000)
+    slq_vectors: int = Field(4, ge=1, le=200)
+    slq_steps: int = Field(30, ge=2, le=500)
+    slice_points: int = Field(21, ge=3, le=201)
+    max_samples: int = Field(2048, ge=16, description="probe batch: first N training samples")
+    mode: Literal["eval", "train"] = Field(
+        "eval", description="model mode while probing (BatchNorm uses running stats in eval)"
+    )
+
+
+class RunConfig(Strict):
+    """One fully resolved run: what the worker needs and what the config hash covers."""
+
+    task: TaskConfig
+    architecture: ArchConfig
+    normalization: Normalization = "none"
+    init: InitConfig = Field(default_factory=DefaultInit)
+    optimizer: OptimizerConfig
+    grad_clip: GradClip | None = None
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    budget: Budget = Field(default_factory=Budget)
+    target: Target = Field(default_factory=Target)
+    plateau: PlateauThresholds = Field(default_factory=PlateauThresholds)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(1, ge=1, le=256, description="torch intra-op threads on CPU")
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _compatible(self) -> RunConfig:
+        problem = compatibility_problem(self.task.name, self.architecture.name, self.normalization)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON: equal settings hash equal across sweeps."""
+        return config_hash(self.model_dump(mode="json"))
+
+
+def compatibility_problem(task: str, architecture: str, normalization: str) -> str | None:
+    """Why this task / architecture / normalization combination cannot run, or None."""
+    kind = TASK_INPUT_KIND.get(task)
+    readable = ARCH_INPUT_KINDS.get(architecture)
+    if kind is not None and readable is not None and kind not in readable:
+        return (
+            f"architecture '{architecture}' cannot read the {kind} inputs of task '{task}'; "
+            f"architectures for {kind} inputs: "
+            + ", ".join(sorted(a for a, kinds in ARCH_INPUT_KINDS.items() if kind in kinds))
+        )
+    allowed = ARCH_NORMALIZATIONS.get(architecture)
+    if allowed is not None and normalization not in allowed:
+        return (
+            f"normalization '{normalization}' is not offered for architecture "
+            f"'{architecture}'; expected one of: {', '.join(sorted(allowed))}"
+        )
+    return None
+
+
+def config_hash(document: dict[str, Any]) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,286 @@
+"""The training loop: one run from a `RunConfig` to a `TrainResult`, with per-step evidence.
+
+It reads top to bottom: set up (seeds, device, data, model, init, optimizer), then one
+loop over steps (minibatch -> loss -> backward -> evidence -> clip -> step), then the final
+evaluation and the plateau analysis. Nothing here knows about the database or Ray: the
+caller passes `TrainHooks` to receive metric batches, to be told to stop, and to probe.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from workers.config import RunConfig
+from workers.errors import Stopped
+from workers.inits import apply_init
+from workers.models import activation_of, create_model
+from workers.optim import create_optimizer, lr_factor
+from workers.plateau import PlateauTracker, detect_plateaus
+from workers.tasks import TaskData, create_task, loss_fn
+
+ProbeHook = Callable[[int, str, nn.Module, TaskData, Callable[[Tensor, Tensor], Tensor]], None]
+
+
+@dataclass
+class TrainHooks:
+    """How a caller observes and steers a run. All optional."""
+
+    on_metrics: Callable[[list[dict[str, Any]]], None] | None = None  # a batch of step rows
+    should_stop: Callable[[], bool] | None = None  # checked every step; True -> Stopped
+    on_probe: ProbeHook | None = None  # (step, trigger, model, data, loss) at probe points
+    flush_rows: int = 256  # metric rows per on_metrics call
+
+
+@dataclass
+class TrainResult:
+    outcome: str  # succeeded | diverged
+    steps_done: int
+    final_loss: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+    reached_target: bool
+    steps_to_target: int | None
+    plateau_fraction: float
+    longest_plateau: int
+    plateaus: dict[str, Any]
+    clip_fraction: float | None
+    diverged_step: int | None
+    environment: dict[str, Any]
+    seconds: float
+    losses: list[float] = field(repr=False, default_factory=list)  # every step's train loss
+
+    def record(self) -> dict[str, Any]:
+        """The fields stored in run_result."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("outcome", "losses")}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def build(config: RunConfig, device: torch.device) -> tuple[TaskData, nn.Module]:
+    """Data and initialized model for a config; seeded, so a run is a function of its config."""
+    dtype = getattr(torch, config.dtype)
+    torch.manual_seed(config.seed)
+    data = create_task(config.task).to(device, dtype)
+    model = create_model(config.architecture, config.normalization, data)
+    apply_init(model, config.init, activation_of(config.architecture))
+    return data, model.to(device, dtype)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Module path of each trainable parameter (weight and bias of a layer share it)."""
+    return [
+        n.rsplit(".", 1)[0] if "." in n else n
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    ]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss: Callable[[Tensor, Tensor], Tensor],
+    *,
+    classify: bool,
+    chunk: int = 4096,
+) -> tuple[float, float | None]:
+    """Mean loss (and accuracy for classification) over (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    for i in range(0, len(x), chunk):
+        out = model(x[i : i + chunk])
+        total += float(loss(out, y[i : i + chunk])) * len(out)
+        if classify:
+            correct += int((out.argmax(-1) == y[i : i + chunk]).sum())
+    model.train(was_training)
+    return total / len(x), (correct / len(x) if classify else None)
+
+
+def environment(config: RunConfig, device: torch.device) -> dict[str, Any]:
+    env = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "dtype": config.dtype,
+        "threads": torch.get_num_threads(),
+        "host": platform.node(),
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        env["cuda_device"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
+    hooks = hooks or TrainHooks()
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    if device.type == "cpu":
+        # One thread per run by default: runs pack onto cores instead of fighting over them,
+        # and a fixed thread count keeps CPU reductions bitwise reproducible.
+        torch.set_num_threads(config.threads)
+    data, model = build(config, device)
+    loss = loss_fn(data.loss)
+    classify = data.loss == "cross_entropy"
+    optimizer = create_optimizer(model.parameters(), config.optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    names = layer_names(model)
+    clip = config.grad_clip
+    budget = config.budget
+    batch_gen = torch.Generator(device=device).manual_seed(config.seed)
+    tracker = PlateauTracker(target=config.target.loss, **config.plateau.model_dump())
+    probe_every = config.probes.every
+
+    losses: list[float] = []
+    grad_norms: dict[int, float] = {}
+    rows: list[dict[str, Any]] = []
+    clipped_steps = 0
+    diverged_step: int | None = None
+    n_train = len(data.x_train)
+    batch_size = min(budget.batch_size, n_train)
+    base_lr = config.optimizer.lr
+
+    def flush() -> None:
+        if rows and hooks.on_metrics is not None:
+            hooks.on_metrics(list(rows))
+        rows.clear()
+
+    def probe(step: int, trigger: str) -> None:
+        if hooks.on_probe is not None:
+            hooks.on_probe(step, trigger, model, data, loss)
+
+    model.train()
+    step = 0
+    for step in range(budget.steps):
+        if hooks.should_stop is not None and hooks.should_stop():
+            flush()
+            raise Stopped(f"stopped at step {step}")
+        lr = base_lr * lr_factor(config.optimizer.schedule, step, budget.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # Sampling with replacement from a seeded generator: batch t is a function of
+        # (seed, t) only, whatever happened before.
+        idx = torch.randint(0, n_train, (batch_size,), generator=batch_gen, device=device)
+        out = model(data.x_train[idx])
+        batch_loss = loss(out, data.y_train[idx])
+        loss_value = float(batch_loss.detach())
+        if not math.isfinite(loss_value):
+            diverged_step = step
+            break
+        optimizer.zero_grad(set_to_none=True)
+        batch_loss.backward()
+
+        logging = step % budget.log_every == 0 or step == budget.steps - 1
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        need_norm = logging or (clip is not None and clip.mode == "norm")
+        per_tensor = torch._foreach_norm(grads) if need_norm else None
+        grad_norm = float(torch.linalg.vector_norm(torch.stack(per_tensor))) if per_tensor else None
+        clipped = False
+        if clip is not None and clip.mode == "norm":
+            assert grad_norm is not None
+            if grad_norm > clip.threshold:
+                torch._foreach_mul_(grads, clip.threshold / (grad_norm + 1e-6))
+                clipped = True
+        elif clip is not None:
+            clipped = any(bool((g.abs() > clip.threshold).any()) for g in grads)
+            torch._foreach_clamp_min_(grads, -clip.threshold)
+            torch._foreach_clamp_max_(grads, clip.threshold)
+        clipped_steps += clipped
+
+        before = [p.detach().clone() for p in params] if logging else None
+        optimizer.step()
+
+        losses.append(loss_value)
+        entered_plateau = tracker.update(loss_value)
+        if logging:
+            assert before is not None and per_tensor is not None and grad_norm is not None
+            grad_norms[step] = grad_norm
+            layer_sq: dict[str, float] = {}
+            for name, norm in zip(names, per_tensor, strict=True):
+                layer_sq[name] = layer_sq.get(name, 0.0) + float(norm) ** 2
+            update = torch._foreach_sub([p.detach() for p in params], before)
+            row: dict[str, Any] = {
+                "step": step,
+                "loss": loss_value,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "update_norm": float(
+                    torch.linalg.vector_norm(torch.stack(torch._foreach_norm(update)))
+                ),
+                "param_norm": float(
+                    torch.linalg.vector_norm(
+                        torch.stack(torch._foreach_norm([p.detach() for p in params]))
+                    )
+                ),
+                "clipped": clipped,
+                "layer_grad_norms": {k: math.sqrt(v) for k, v in layer_sq.items()},
+                "eval_loss": None,
+                "eval_accuracy": None,
+            }
+            if step % budget.eval_every == 0 or step == budget.steps - 1:
+                row["eval_loss"], row["eval_accuracy"] = evaluate(
+                    model, data.x_test, data.y_test, loss, classify=classify
+                )
+            rows.append(row)
+            if len(rows) >= hooks.flush_rows:
+                flush()
+        if entered_plateau and "plateau" in config.probes.at:
+            probe(step, "plateau")
+        if probe_every is not None and step > 0 and step % probe_every == 0:
+            probe(step, "every")
+    flush()
+
+    steps_done = len(losses)
+    diverged = diverged_step is not None
+    final_loss = test_loss = test_acc = None
+    if not diverged:
+        final_loss, _ = evaluate(model, data.x_train, data.y_train, loss, classify=classify)
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss, classify=classify)
+        if not math.isfinite(final_loss):
+            diverged, diverged_step = True, steps_done
+        elif "end" in config.probes.at:
+            probe(steps_done, "end")
+    analysis = detect_plateaus(
+        losses,
+        target=config.target.loss,
+        thresholds=config.plateau.model_dump(),
+        grad_norms=grad_norms,
+    )
+    steps_to_target = analysis["steps_to_target"]
+    return TrainResult(
+        outcome="diverged" if diverged else "succeeded",
+        steps_done=steps_done,
+        final_loss=final_loss if not diverged else None,
+        test_loss=test_loss if not diverged else None,
+        test_accuracy=test_acc if not diverged else None,
+        reached_target=steps_to_target is not None,
+        steps_to_target=steps_to_target,
+        plateau_fraction=analysis["plateau_fraction"],
+        longest_plateau=analysis["longest_plateau"],
+        plateaus={
+            "segments": analysis["segments"],
+            "escaped": analysis["escaped"],
+            "thresholds": analysis["thresholds"],
+        },
+        clip_fraction=(clipped_steps / max(1, steps_done)) if clip is not None else None,
+        diverged_step=diverged_step,
+        environment=environment(config, device),
+        seconds=time.perf_counter() - started,
+        losses=losses,
+    )
