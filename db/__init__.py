@@ -1,1 +1,3 @@
-"""Storage: SQLAlchemy models, sessions, the run queue and queries. The only package that writes SQL."""
+"""Storage: SQLAlchemy models, sessions, the run queue and queries.
+
+The only package that writes SQL."""

@@ -61,6 +61,11 @@ class Dispatcher:
 
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
+    def _cluster_gpus(self) -> float:
+        import ray
+
+        return float(ray.cluster_resources().get("GPU", 0))
+
     def _submit(self, claim: queue.Claim) -> Any:
         import ray
 
@@ -71,7 +76,9 @@ class Dispatcher:
             # which count attempts and fence stale writes.
             self._remote = ray.remote(execute_run).options(num_cpus=1, max_retries=0)
         options: dict[str, Any] = {}
-        if claim.config.get("device") == "cuda":
+        # Ask Ray for a GPU only where the cluster has one: otherwise the task would wait
+        # forever, whereas without it the run fails at once and says why.
+        if claim.config.get("device") == "cuda" and self._cluster_gpus() > 0:
             options["num_gpus"] = 1
         remote = self._remote.options(**options) if options else self._remote
         return remote.remote(

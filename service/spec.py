@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from workers.config import (
     ArchConfig,
     Budget,
+    DefaultInit,
     GradClip,
     InitConfig,
     Normalization,
@@ -55,7 +56,7 @@ class SweepSpec(BaseModel):
     task: TaskConfig
     architectures: list[ArchConfig] = Field(min_length=1)
     optimizers: list[OptimizerConfig] = Field(min_length=1)
-    inits: list[InitConfig] = Field(default_factory=lambda: [{"name": "default"}], min_length=1)
+    inits: list[InitConfig] = Field(default_factory=lambda: [DefaultInit()], min_length=1)
     normalization: list[Normalization] = Field(default_factory=lambda: ["none"], min_length=1)
     grad_clip: list[GradClip | None] = Field(default_factory=lambda: [None], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)

@@ -380,6 +380,9 @@ class PlateauThresholds(Strict):
         0.5, gt=0, lt=1, description="escaped when the loss later falls below factor * level"
     )
     smoothing: float = Field(0.9, ge=0, lt=1, description="EMA factor applied to the loss")
+    divergence_factor: float = Field(
+        100.0, gt=1, description="diverged when the loss exceeds factor * its first value"
+    )
 
 
 class ProbeSpec(Strict):

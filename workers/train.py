@@ -154,6 +154,7 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
     n_train = len(data.x_train)
     batch_size = min(budget.batch_size, n_train)
     base_lr = config.optimizer.lr
+    divergence_bound = config.plateau.divergence_factor
 
     def flush() -> None:
         if rows and hooks.on_metrics is not None:
@@ -180,7 +181,10 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
         out = model(data.x_train[idx])
         batch_loss = loss(out, data.y_train[idx])
         loss_value = float(batch_loss.detach())
-        if not math.isfinite(loss_value):
+        # Cross-entropy stays finite as logits blow up, so "non-finite" alone misses most
+        # divergences: a loss far above where it started counts too.
+        first_loss = losses[0] if losses else loss_value
+        if not math.isfinite(loss_value) or loss_value > divergence_bound * max(first_loss, 1e-8):
             diverged_step = step
             break
         optimizer.zero_grad(set_to_none=True)

@@ -180,6 +180,9 @@ def _probe(
         model, loss_fn, inputs, targets, params=params, batch_size=batch_size, method=method
     )
     like = {"dtype": hvp.dtype, "device": hvp.device}
+    theta0 = None if init_params is None else _flat_init(init_params, hvp.names)
+    if theta0 is not None and theta0.shape != (hvp.dim,):
+        raise ProbeError(f"init_params has {theta0.numel()} entries, expected {hvp.dim}")
     check_deterministic(hvp, seed=seed)
     if lanczos_tol is None:
         lanczos_tol = 1e-6 if hvp.dtype == torch.float64 else 1e-4
@@ -233,11 +236,8 @@ def _probe(
             ),
         },
     }
-    if init_params is not None:
+    if theta0 is not None:
         ts = _linspace(0.0, 1.0, slice_points)
-        theta0 = _flat_init(init_params, hvp.names)
-        if theta0.shape != (hvp.dim,):
-            raise ProbeError(f"init_params has {theta0.numel()} entries, expected {hvp.dim}")
         slices["interpolation"] = {
             "ts": ts,
             "values": interpolation(evaluate, theta0, evaluate.center, ts),

@@ -1,0 +1,104 @@
+"""Shared fixtures: databases (SQLite file and a fresh real Postgres database per test), a
+migrated schema on each, and one real local Ray instance for the session.
+
+Postgres comes from PLATEAU_TEST_POSTGRES_URL (default: postgres@127.0.0.1:5432/test, the
+admin connection used to create throwaway databases). Without a server, Postgres tests
+skip locally; with PLATEAU_REQUIRE_POSTGRES=1 (set by .ci/run) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from db.migrate import upgrade
+from db.session import dispose_engines
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get(
+    "PLATEAU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_available() -> str | None:
+    try:
+        engine = create_engine(ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as e:  # report why, once
+        return str(e).splitlines()[0]
+
+
+_PG_PROBLEM = _postgres_available()
+
+
+def require_postgres() -> None:
+    if _PG_PROBLEM is None:
+        return
+    if os.environ.get("PLATEAU_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required but unreachable at {ADMIN_URL}: {_PG_PROBLEM}")
+    pytest.skip(f"PostgreSQL unreachable at {ADMIN_URL}: {_PG_PROBLEM}")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty Postgres database (dropped afterwards)."""
+    require_postgres()
+    name = f"plateau_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    yield f"sqlite:///{tmp_path / 'plateau.db'}"
+    dispose_engines()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database on each backend."""
+    return request.getfixturevalue({"sqlite": "sqlite_url", "postgres": "pg_url"}[request.param])
+
+
+@pytest.fixture
+def migrated_url(db_url: str) -> str:
+    """A database on each backend with the schema at head (through Alembic, not create_all)."""
+    upgrade(db_url)
+    return db_url
+
+
+@pytest.fixture
+def pg_migrated_url(pg_url: str) -> str:
+    upgrade(pg_url)
+    return pg_url
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[str]:
+    """A real local Ray instance with 2 CPUs; yields its GCS address for subprocesses."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def plateau_cmd(*args: str) -> list[str]:
+    """The `plateau` CLI of this interpreter, for subprocess tests."""
+    return [sys.executable, "-m", "service.cli", *args]

@@ -1,0 +1,29 @@
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from db.migrate import current_revision, ensure_current, head_revision, upgrade
+from db.models import Base
+from db.session import get_engine
+import pytest
+from db.errors import SchemaNotCurrent
+
+
+def test_migrations_build_the_schema_from_empty(db_url):
+    upgrade(db_url)
+    tables = set(inspect(get_engine(db_url)).get_table_names())
+    assert {"sweep", "run", "run_metric", "run_result", "probe"} <= tables
+    assert current_revision(db_url) == head_revision()
+
+
+def test_migrated_schema_matches_the_models(migrated_url):
+    with get_engine(migrated_url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_a_stale_schema_is_refused_with_the_command_to_run(db_url):
+    with pytest.raises(SchemaNotCurrent, match="plateau db upgrade"):
+        ensure_current(db_url, migrate=False)
+    ensure_current(db_url, migrate=True)
+    assert current_revision(db_url) == head_revision()

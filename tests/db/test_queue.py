@@ -1,0 +1,145 @@
+"""The queue's contract on both backends: claims, leases, fencing, reaping, cancelling."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import func, select, update
+
+from db import queue
+from db.errors import LeaseLost
+from db.models import Run, RunMetric, RunResult
+from db.session import session_scope
+
+
+def enqueue(url: str, n: int, max_attempts: int = 3) -> int:
+    with session_scope(url) as s:
+        sweep = queue.enqueue_sweep(session=s, name="t", owner="me", spec={},
+                                    runs=[({"i": i}, f"h{i}") for i in range(n)],
+                                    max_attempts=max_attempts)
+        return sweep.id
+
+
+def claim(url: str, limit: int, worker: str = "w", lease: float = 60) -> list[queue.Claim]:
+    with session_scope(url) as s:
+        return queue.claim_runs(session=s, worker_id=worker, limit=limit, lease_seconds=lease)
+
+
+def expire_leases(url: str) -> None:
+    with session_scope(url) as s:
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        s.execute(update(Run).where(Run.status == "running").values(lease_expires_at=past))
+
+
+def complete(url: str, c: queue.Claim, outcome: str = "succeeded") -> None:
+    with session_scope(url) as s:
+        queue.complete_run(session=s, run_id=c.run_id, attempt=c.attempt, outcome=outcome,
+                           result={"steps_done": 1, "final_loss": 0.5})
+
+
+def test_claims_take_the_oldest_runs_once(migrated_url):
+    enqueue(migrated_url, 5)
+    first, second = claim(migrated_url, 3), claim(migrated_url, 3)
+    assert [c.config["i"] for c in first] == [0, 1, 2]
+    assert [c.config["i"] for c in second] == [3, 4]
+    assert all(c.attempt == 1 for c in first + second)
+    assert claim(migrated_url, 3) == []
+
+
+def test_completion_is_recorded_once_and_fenced(migrated_url):
+    enqueue(migrated_url, 1)
+    (c,) = claim(migrated_url, 1)
+    with session_scope(migrated_url) as s:
+        queue.write_metrics(session=s, run_id=c.run_id, attempt=c.attempt,
+                            rows=[{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.9}])
+    complete(migrated_url, c)
+    with pytest.raises(LeaseLost):
+        complete(migrated_url, c)
+    with pytest.raises(LeaseLost), session_scope(migrated_url) as s:
+        queue.write_metrics(session=s, run_id=c.run_id, attempt=c.attempt,
+                            rows=[{"step": 2, "loss": 0.8}])
+    with session_scope(migrated_url) as s:
+        assert s.scalar(select(func.count()).select_from(RunResult)) == 1
+        assert s.scalar(select(func.count()).select_from(RunMetric)) == 2
+        assert s.get(Run, c.run_id).status == "succeeded"
+
+
+def test_an_expired_lease_is_requeued_and_the_old_attempt_is_fenced(migrated_url):
+    enqueue(migrated_url, 1)
+    (old,) = claim(migrated_url, 1)
+    with session_scope(migrated_url) as s:
+        queue.write_metrics(session=s, run_id=old.run_id, attempt=old.attempt,
+                            rows=[{"step": 0, "loss": 9.0}])
+    expire_leases(migrated_url)
+    with session_scope(migrated_url) as s:
+        assert queue.reap_expired(session=s) == (1, 0)
+    (new,) = claim(migrated_url, 1)
+    assert (new.run_id, new.attempt) == (old.run_id, 2)
+    with session_scope(migrated_url) as s:
+        assert not queue.renew_lease(session=s, run_id=old.run_id, attempt=old.attempt,
+                                     lease_seconds=60)
+        assert queue.renew_lease(session=s, run_id=new.run_id, attempt=new.attempt,
+                                 lease_seconds=60)
+    with pytest.raises(LeaseLost):
+        complete(migrated_url, old)
+    with session_scope(migrated_url) as s:
+        queue.write_metrics(session=s, run_id=new.run_id, attempt=new.attempt,
+                            rows=[{"step": 0, "loss": 1.0}])
+    complete(migrated_url, new)
+    with session_scope(migrated_url) as s:
+        result = s.get(RunResult, new.run_id)
+        assert result.attempt == 2
+        # the lost attempt's curve is gone: the evidence belongs to the recorded result
+        assert s.scalars(select(RunMetric.attempt)).all() == [2]
+
+
+def test_a_run_out_of_attempts_fails_instead_of_requeueing(migrated_url):
+    enqueue(migrated_url, 1, max_attempts=2)
+    for attempt in (1, 2):
+        (c,) = claim(migrated_url, 1)
+        assert c.attempt == attempt
+        expire_leases(migrated_url)
+        with session_scope(migrated_url) as s:
+            reaped = queue.reap_expired(session=s)
+        assert reaped == ((1, 0) if attempt == 1 else (0, 1))
+    with session_scope(migrated_url) as s:
+        run = s.scalars(select(Run)).one()
+        assert run.status == "failed" and "lease expired" in run.error
+    assert claim(migrated_url, 1) == []
+
+
+def test_cancel_stops_queued_and_running_runs(migrated_url):
+    sweep_id = enqueue(migrated_url, 3)
+    (running,) = claim(migrated_url, 1)
+    with session_scope(migrated_url) as s:
+        assert queue.cancel_sweep(session=s, sweep_id=sweep_id) == 3
+    assert claim(migrated_url, 5) == []
+    with session_scope(migrated_url) as s:
+        assert not queue.renew_lease(session=s, run_id=running.run_id,
+                                     attempt=running.attempt, lease_seconds=60)
+    with pytest.raises(LeaseLost):
+        complete(migrated_url, running)
+
+
+@pytest.mark.postgres
+def test_concurrent_claimers_never_share_a_run(pg_migrated_url):
+    """Eight threads claim from one Postgres at once (SKIP LOCKED): every run exactly once."""
+    enqueue(pg_migrated_url, 200)
+    claimed: list[list[int]] = [[] for _ in range(8)]
+    barrier = threading.Barrier(8)
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        while batch := claim(pg_migrated_url, 3, worker=f"w{k}"):
+            claimed[k].extend(c.run_id for c in batch)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [r for ids in claimed for r in ids]
+    assert len(everything) == 200 and len(set(everything)) == 200
+    assert sum(1 for ids in claimed if ids) > 1  # the work really was shared

@@ -1,0 +1,123 @@
+"""Several processes against one Postgres: exactly-once execution and recovery after a kill.
+
+The dispatchers here are real `plateau` processes; the Ray cluster is the test session's
+local Ray instance (their RAY_ADDRESS), or one the killed `plateau serve` started itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Run, RunResult
+from db.session import session_scope
+from service.settings import Settings
+from service.spec import SweepSpec
+from service.sweeps import submit_sweep
+from tests.conftest import ROOT, plateau_cmd
+
+pytestmark = [pytest.mark.postgres, pytest.mark.ray, pytest.mark.slow]
+
+
+def enqueue(url: str, *, seeds: int, steps: int, name: str = "failover") -> int:
+    spec = SweepSpec.model_validate({
+        "name": name, "task": "digits",
+        "architectures": [{"name": "mlp", "depth": 2, "width": 32}],
+        "optimizers": [{"name": "adam", "lr": 0.003}],
+        "seeds": list(range(seeds)),
+        "budget": {"steps": steps, "batch_size": 64, "log_every": 10, "eval_every": 100},
+    })
+    with session_scope(url) as s:
+        return submit_sweep(session=s, spec=spec, source="api", max_attempts=3).id
+
+
+def statuses(url: str) -> dict[str, int]:
+    with session_scope(url) as s:
+        rows = s.execute(select(Run.status, func.count()).group_by(Run.status)).all()
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    return subprocess.Popen(plateau_cmd(*args), cwd=ROOT, env={**os.environ, **env},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_two_dispatchers_execute_each_of_50_runs_exactly_once(pg_migrated_url, local_ray,
+                                                             tmp_path):
+    enqueue(pg_migrated_url, seeds=50, steps=20)
+    env = {"DATABASE_URL": pg_migrated_url, "RAY_ADDRESS": local_ray,
+           "PLATEAU_POLL_SECONDS": "0.1", "PLATEAU_LEASE_SECONDS": "60"}
+    logs = [open(tmp_path / f"d{i}.log", "w") for i in range(2)]
+    procs = [start(["dispatcher"], env, logs[i]) for i in range(2)]
+    try:
+        wait_for(lambda: statuses(pg_migrated_url) == {"succeeded": 50}, 240, "50 runs")
+    finally:
+        for p in procs:
+            stop(p)
+    with session_scope(pg_migrated_url) as s:
+        runs = s.scalars(select(Run)).all()
+        assert all(r.attempts == 1 for r in runs), "a run was claimed twice"
+        assert s.scalar(select(func.count()).select_from(RunResult)) == 50
+        owners = {r.lease_owner for r in runs}  # cleared on completion
+        assert owners == {None}
+    text = "".join((tmp_path / f"d{i}.log").read_text() for i in range(2))
+    assert "Traceback" not in text, text[-3000:]
+
+
+def test_killing_the_serve_process_mid_sweep_loses_no_run(pg_migrated_url, local_ray, tmp_path):
+    lease = 4
+    enqueue(pg_migrated_url, seeds=6, steps=1500)
+    base = {"DATABASE_URL": pg_migrated_url, "PLATEAU_LEASE_SECONDS": str(lease),
+            "PLATEAU_POLL_SECONDS": "0.2", "PLATEAU_RAY_NUM_CPUS": "2"}
+    serve_env = base | {"RAY_ADDRESS": ""}  # its own local Ray instance, killed with it
+    log = open(tmp_path / "serve.log", "w")
+    server = start(["serve", "--port", "0"], serve_env, log)
+    try:
+        wait_for(lambda: statuses(pg_migrated_url).get("running", 0) >= 1, 90, "a running run")
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    killed_at = statuses(pg_migrated_url)
+    assert killed_at.get("succeeded", 0) < 6, "the sweep finished before the kill"
+
+    dispatcher = start(["dispatcher"], base | {"RAY_ADDRESS": local_ray},
+                       open(tmp_path / "dispatcher.log", "w"))
+    try:
+        wait_for(lambda: statuses(pg_migrated_url) == {"succeeded": 6}, 300, "recovery")
+    finally:
+        stop(dispatcher)
+    with session_scope(pg_migrated_url) as s:
+        assert s.scalar(select(func.count()).select_from(RunResult)) == 6
+        attempts = s.scalars(select(Run.attempts)).all()
+        results = s.execute(select(RunResult.run_id, RunResult.attempt)).all()
+    assert max(attempts) >= 2, "no run was re-executed after the kill"
+    assert all(a <= 3 for a in attempts)
+    # the one result of each run came from its last attempt
+    by_run = dict(results)
+    with session_scope(pg_migrated_url) as s:
+        for run in s.scalars(select(Run)).all():
+            assert by_run[run.id] == run.attempts
