@@ -174,9 +174,8 @@ def complete_run(
     updated = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.attempts == attempt, Run.status == "running")
-        .values(
-            status=outcome, finished_at=now, lease_owner=None, lease_expires_at=None, error=error
-        )
+        # lease_owner stays: it names the dispatcher whose attempt produced the result.
+        .values(status=outcome, finished_at=now, lease_expires_at=None, error=error)
         .execution_options(synchronize_session=False)
     )
     if updated.rowcount != 1:

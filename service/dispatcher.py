@@ -49,7 +49,7 @@ class Dispatcher:
         self.settings = settings
         self.db_url = settings.database_url
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._capacity = capacity
+        self._capacity = capacity if capacity is not None else settings.capacity
         self.inflight: dict[Any, int] = {}  # Ray ObjectRef -> run id
         self._remote: Any = None
 

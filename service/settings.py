@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         description="an existing Ray cluster (host:port); unset starts a local Ray instance",
     )
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance")
+    capacity: int | None = Field(
+        None, ge=1, description="concurrent runs per dispatcher (default: the cluster's CPUs)"
+    )
     max_grid_runs: int = Field(2000, ge=1, description="largest grid a sweep may expand to")
     max_attempts: int = Field(3, ge=1, description="claims of a run before it counts as failed")
     lease_seconds: float = Field(60.0, gt=0, description="a worker renews every lease/3")

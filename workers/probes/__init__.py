@@ -29,8 +29,8 @@ Seeded example (a 2-parameter saddle, f(x, y) = x² - y²)::
     ...         return (self.w[0] ** 2 - self.w[1] ** 2).expand(x.shape[0])
     >>> x = torch.zeros(4, 1, dtype=torch.float64)
     >>> out = run_probes(Saddle(), lambda out, y: out.mean(), x, x[:, 0], k=1)
-    >>> round(out["lambda_max"], 9), round(out["lambda_min"], 9), out["negative_mass"]
-    (2.0, -2.0, 0.5)
+    >>> [round(out[key], 9) for key in ("lambda_max", "lambda_min", "negative_mass")]
+    [2.0, -2.0, 0.5]
 """
 
 from __future__ import annotations

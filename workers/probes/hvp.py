@@ -36,7 +36,7 @@ Seeded example::
 
     >>> import torch
     >>> from torch import nn
-    >>> torch.manual_seed(0) and None
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.arange(8) % 2
     >>> hvp = make_hvp(model.eval(), nn.CrossEntropyLoss(), x, y)

@@ -29,13 +29,13 @@ Seeded example::
 
     >>> import torch
     >>> from torch import nn
-    >>> torch.manual_seed(0) and None
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double().eval()
     >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.arange(8) % 2
     >>> evaluate = make_loss_evaluator(model, nn.CrossEntropyLoss(), x, y)
     >>> d = filter_normalized_direction(model, seed=0)
     >>> losses = slice_1d(evaluate, d, [-1.0, 0.0, 1.0])
-    >>> abs(losses[1] - float(nn.CrossEntropyLoss()(model(x), y))) < 1e-12
+    >>> abs(losses[1] - nn.CrossEntropyLoss()(model(x), y).item()) < 1e-12
     True
 """
 

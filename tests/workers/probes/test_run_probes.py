@@ -116,9 +116,21 @@ def test_train_mode_with_dropout_is_refused():
 
 def test_train_mode_probes_batchnorm_with_batch_statistics():
     model, x, y = setup(torch.device("cpu"))
-    out = run_probes(model.eval(), nn.CrossEntropyLoss(), x, y, mode="train", k=1,
-                     lanczos_steps=5, slice_points=3, slice_points_2d=2,
-                     hutchinson_vectors=2, slq_vectors=2, slq_steps=3, params=["3.weight"])
+    out = run_probes(
+        model.eval(),
+        nn.CrossEntropyLoss(),
+        x,
+        y,
+        mode="train",
+        k=1,
+        lanczos_steps=5,
+        slice_points=3,
+        slice_points_2d=2,
+        hutchinson_vectors=2,
+        slq_vectors=2,
+        slq_steps=3,
+        params=["3.weight"],
+    )
     assert out["mode"] == "train" and out["dim"] == 30 and not model.training
     with torch.no_grad():
         train_loss = nn.CrossEntropyLoss()(model.train()(x), y).item()
