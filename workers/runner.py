@@ -18,7 +18,7 @@ from db.session import session_scope
 from workers.config import RunConfig
 from workers.diagnose import diagnose
 from workers.errors import Stopped
-from workers.train import TrainHooks, train
+from workers.train import ProbeContext, TrainHooks, train
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,10 @@ def execute(
     run_config = RunConfig.model_validate(config)
     probes: list[dict[str, Any]] = []
 
-    def on_probe(step, trigger, model, data, loss) -> None:  # type: ignore[no-untyped-def]
+    def on_probe(context: ProbeContext) -> None:
         from workers.probing import probe_run
 
-        record = probe_run(run_config, model, data, loss, step=step, trigger=trigger)
+        record = probe_run(run_config, context)
         probes.append(record)
         with session_scope(db_url) as session:
             queue.write_probe(session=session, run_id=run_id, attempt=attempt, probe=record)

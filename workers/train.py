@@ -26,7 +26,20 @@ from workers.optim import create_optimizer, lr_factor
 from workers.plateau import PlateauTracker, detect_plateaus
 from workers.tasks import TaskData, create_task, loss_fn
 
-ProbeHook = Callable[[int, str, nn.Module, TaskData, Callable[[Tensor, Tensor], Tensor]], None]
+
+@dataclass
+class ProbeContext:
+    """What a probe sees: the live model at a step, its data and loss, and where it began."""
+
+    step: int
+    trigger: str  # end | every | plateau
+    model: nn.Module
+    data: TaskData
+    loss: Callable[[Tensor, Tensor], Tensor]
+    init_params: Tensor  # flat initial parameters, for the init -> now interpolation
+
+
+ProbeHook = Callable[[ProbeContext], None]
 
 
 @dataclass
@@ -35,7 +48,7 @@ class TrainHooks:
 
     on_metrics: Callable[[list[dict[str, Any]]], None] | None = None  # a batch of step rows
     should_stop: Callable[[], bool] | None = None  # checked every step; True -> Stopped
-    on_probe: ProbeHook | None = None  # (step, trigger, model, data, loss) at probe points
+    on_probe: ProbeHook | None = None  # called at the probe points the config asks for
     flush_rows: int = 256  # metric rows per on_metrics call
 
 
@@ -161,9 +174,16 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
             hooks.on_metrics(list(rows))
         rows.clear()
 
+    wants_probes = hooks.on_probe is not None and (config.probes.at or probe_every)
+    init_params = (
+        torch.cat([p.detach().reshape(-1) for p in params]).clone()
+        if wants_probes
+        else torch.empty(0)
+    )
+
     def probe(step: int, trigger: str) -> None:
         if hooks.on_probe is not None:
-            hooks.on_probe(step, trigger, model, data, loss)
+            hooks.on_probe(ProbeContext(step, trigger, model, data, loss, init_params))
 
     model.train()
     step = 0

@@ -1,12 +1,12 @@
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
+from db.errors import SchemaNotCurrent
 from db.migrate import current_revision, ensure_current, head_revision, upgrade
 from db.models import Base
 from db.session import get_engine
-import pytest
-from db.errors import SchemaNotCurrent
 
 
 def test_migrations_build_the_schema_from_empty(db_url):

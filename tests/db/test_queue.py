@@ -16,9 +16,14 @@ from db.session import session_scope
 
 def enqueue(url: str, n: int, max_attempts: int = 3) -> int:
     with session_scope(url) as s:
-        sweep = queue.enqueue_sweep(session=s, name="t", owner="me", spec={},
-                                    runs=[({"i": i}, f"h{i}") for i in range(n)],
-                                    max_attempts=max_attempts)
+        sweep = queue.enqueue_sweep(
+            session=s,
+            name="t",
+            owner="me",
+            spec={},
+            runs=[({"i": i}, f"h{i}") for i in range(n)],
+            max_attempts=max_attempts,
+        )
         return sweep.id
 
 
@@ -35,8 +40,13 @@ def expire_leases(url: str) -> None:
 
 def complete(url: str, c: queue.Claim, outcome: str = "succeeded") -> None:
     with session_scope(url) as s:
-        queue.complete_run(session=s, run_id=c.run_id, attempt=c.attempt, outcome=outcome,
-                           result={"steps_done": 1, "final_loss": 0.5})
+        queue.complete_run(
+            session=s,
+            run_id=c.run_id,
+            attempt=c.attempt,
+            outcome=outcome,
+            result={"steps_done": 1, "final_loss": 0.5},
+        )
 
 
 def test_claims_take_the_oldest_runs_once(migrated_url):
@@ -52,14 +62,19 @@ def test_completion_is_recorded_once_and_fenced(migrated_url):
     enqueue(migrated_url, 1)
     (c,) = claim(migrated_url, 1)
     with session_scope(migrated_url) as s:
-        queue.write_metrics(session=s, run_id=c.run_id, attempt=c.attempt,
-                            rows=[{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.9}])
+        queue.write_metrics(
+            session=s,
+            run_id=c.run_id,
+            attempt=c.attempt,
+            rows=[{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.9}],
+        )
     complete(migrated_url, c)
     with pytest.raises(LeaseLost):
         complete(migrated_url, c)
     with pytest.raises(LeaseLost), session_scope(migrated_url) as s:
-        queue.write_metrics(session=s, run_id=c.run_id, attempt=c.attempt,
-                            rows=[{"step": 2, "loss": 0.8}])
+        queue.write_metrics(
+            session=s, run_id=c.run_id, attempt=c.attempt, rows=[{"step": 2, "loss": 0.8}]
+        )
     with session_scope(migrated_url) as s:
         assert s.scalar(select(func.count()).select_from(RunResult)) == 1
         assert s.scalar(select(func.count()).select_from(RunMetric)) == 2
@@ -70,23 +85,27 @@ def test_an_expired_lease_is_requeued_and_the_old_attempt_is_fenced(migrated_url
     enqueue(migrated_url, 1)
     (old,) = claim(migrated_url, 1)
     with session_scope(migrated_url) as s:
-        queue.write_metrics(session=s, run_id=old.run_id, attempt=old.attempt,
-                            rows=[{"step": 0, "loss": 9.0}])
+        queue.write_metrics(
+            session=s, run_id=old.run_id, attempt=old.attempt, rows=[{"step": 0, "loss": 9.0}]
+        )
     expire_leases(migrated_url)
     with session_scope(migrated_url) as s:
         assert queue.reap_expired(session=s) == (1, 0)
     (new,) = claim(migrated_url, 1)
     assert (new.run_id, new.attempt) == (old.run_id, 2)
     with session_scope(migrated_url) as s:
-        assert not queue.renew_lease(session=s, run_id=old.run_id, attempt=old.attempt,
-                                     lease_seconds=60)
-        assert queue.renew_lease(session=s, run_id=new.run_id, attempt=new.attempt,
-                                 lease_seconds=60)
+        assert not queue.renew_lease(
+            session=s, run_id=old.run_id, attempt=old.attempt, lease_seconds=60
+        )
+        assert queue.renew_lease(
+            session=s, run_id=new.run_id, attempt=new.attempt, lease_seconds=60
+        )
     with pytest.raises(LeaseLost):
         complete(migrated_url, old)
     with session_scope(migrated_url) as s:
-        queue.write_metrics(session=s, run_id=new.run_id, attempt=new.attempt,
-                            rows=[{"step": 0, "loss": 1.0}])
+        queue.write_metrics(
+            session=s, run_id=new.run_id, attempt=new.attempt, rows=[{"step": 0, "loss": 1.0}]
+        )
     complete(migrated_url, new)
     with session_scope(migrated_url) as s:
         result = s.get(RunResult, new.run_id)
@@ -117,8 +136,9 @@ def test_cancel_stops_queued_and_running_runs(migrated_url):
         assert queue.cancel_sweep(session=s, sweep_id=sweep_id) == 3
     assert claim(migrated_url, 5) == []
     with session_scope(migrated_url) as s:
-        assert not queue.renew_lease(session=s, run_id=running.run_id,
-                                     attempt=running.attempt, lease_seconds=60)
+        assert not queue.renew_lease(
+            session=s, run_id=running.run_id, attempt=running.attempt, lease_seconds=60
+        )
     with pytest.raises(LeaseLost):
         complete(migrated_url, running)
 

@@ -14,8 +14,10 @@ from tests.service.conftest import QUICK_SPEC
 
 def count_rows(url: str) -> tuple[int, int]:
     with session_scope(url) as s:
-        return (s.scalar(select(func.count()).select_from(Sweep)),
-                s.scalar(select(func.count()).select_from(Run)))
+        return (
+            s.scalar(select(func.count()).select_from(Sweep)),
+            s.scalar(select(func.count()).select_from(Run)),
+        )
 
 
 def test_post_sweep_expands_the_grid(client, settings):
@@ -31,8 +33,9 @@ def test_post_sweep_expands_the_grid(client, settings):
 
     runs = client.get(f"/api/v1/sweeps/{body['id']}/runs", params={"limit": 5}).json()
     assert runs["count"] == 8 and len(runs["data"]) == 5
-    hashes = {r["config_hash"] for r in
-              client.get(f"/api/v1/sweeps/{body['id']}/runs").json()["data"]}
+    hashes = {
+        r["config_hash"] for r in client.get(f"/api/v1/sweeps/{body['id']}/runs").json()["data"]
+    }
     assert len(hashes) == 8  # every grid point is a distinct configuration
 
     run = client.get(f"/api/v1/runs/{runs['data'][0]['id']}").json()
@@ -88,14 +91,16 @@ _DELETE = object()
 
 BAD_INPUTS = [
     # (what is wrong, spec, a fragment of the error's location, a fragment of its message)
-    ("unknown optimizer", _with("optimizers.0", {"name": "adamm", "lr": 0.1}),
-     "optimizers", "adam', 'adamw"),
+    (
+        "unknown optimizer",
+        _with("optimizers.0", {"name": "adamm", "lr": 0.1}),
+        "optimizers",
+        "adam', 'adamw",
+    ),
     ("unknown init", _with("inits.0", "glorot"), "inits", "xavier_uniform"),
     ("unknown task", _with("task", "mnist"), "task", "digits"),
-    ("unknown architecture", _with("architectures.0", {"name": "vit"}), "architectures",
-     "mlp"),
-    ("unknown normalization", _with("normalization", ["groupnorm"]), "normalization",
-     "batchnorm"),
+    ("unknown architecture", _with("architectures.0", {"name": "vit"}), "architectures", "mlp"),
+    ("unknown normalization", _with("normalization", ["groupnorm"]), "normalization", "batchnorm"),
     ("zero lr", _with("optimizers.0", {"name": "sgd", "lr": 0}), "lr", "greater than 0"),
     ("negative lr", _with("optimizers.1", {"name": "adam", "lr": -1}), "lr", "greater than 0"),
     ("zero steps", _with("budget", {"steps": 0}), "steps", "greater than or equal to 1"),
@@ -105,14 +110,19 @@ BAD_INPUTS = [
     ("missing task", _with("task", _DELETE), "task", "required"),
     ("unknown field", _with("optimisers", []), "optimisers", "not permitted"),
     ("grid too large", _with("seeds", list(range(300))), "body", "grid: "),
-    ("cnn on a vector task", _with("task", "parity") | {"architectures": [{"name": "cnn"}]},
-     "body", "cannot read the vector inputs"),
+    (
+        "cnn on a vector task",
+        _with("task", "parity") | {"architectures": [{"name": "cnn"}]},
+        "body",
+        "cannot read the vector inputs",
+    ),
 ]
 
 
 @pytest.mark.parametrize("what,spec,loc,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_is_422_naming_the_field_and_writes_nothing(client, settings, what, spec,
-                                                               loc, message):
+def test_bad_input_is_422_naming_the_field_and_writes_nothing(
+    client, settings, what, spec, loc, message
+):
     r = client.post("/api/v1/sweeps", json=spec)
     assert r.status_code == 422, r.text
     errors = r.json()["detail"]
@@ -121,8 +131,11 @@ def test_bad_input_is_422_naming_the_field_and_writes_nothing(client, settings, 
 
 
 def test_malformed_json_is_422(client, settings):
-    r = client.post("/api/v1/sweeps", content=b'{"name": "x", "task": ',
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/v1/sweeps",
+        content=b'{"name": "x", "task": ',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422
     assert r.json()["detail"][0]["type"] == "json_invalid"
     assert count_rows(settings.database_url) == (0, 0)

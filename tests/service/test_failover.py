@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 
 from db.models import Run, RunResult
 from db.session import session_scope
-from service.settings import Settings
 from service.spec import SweepSpec
 from service.sweeps import submit_sweep
 from tests.conftest import ROOT, plateau_cmd
@@ -25,13 +24,16 @@ pytestmark = [pytest.mark.postgres, pytest.mark.ray, pytest.mark.slow]
 
 
 def enqueue(url: str, *, seeds: int, steps: int, name: str = "failover") -> int:
-    spec = SweepSpec.model_validate({
-        "name": name, "task": "digits",
-        "architectures": [{"name": "mlp", "depth": 2, "width": 32}],
-        "optimizers": [{"name": "adam", "lr": 0.003}],
-        "seeds": list(range(seeds)),
-        "budget": {"steps": steps, "batch_size": 64, "log_every": 10, "eval_every": 100},
-    })
+    spec = SweepSpec.model_validate(
+        {
+            "name": name,
+            "task": "digits",
+            "architectures": [{"name": "mlp", "depth": 2, "width": 32}],
+            "optimizers": [{"name": "adam", "lr": 0.003}],
+            "seeds": list(range(seeds)),
+            "budget": {"steps": steps, "batch_size": 64, "log_every": 10, "eval_every": 100},
+        }
+    )
     with session_scope(url) as s:
         return submit_sweep(session=s, spec=spec, source="api", max_attempts=3).id
 
@@ -52,8 +54,14 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def start(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
-    return subprocess.Popen(plateau_cmd(*args), cwd=ROOT, env={**os.environ, **env},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        plateau_cmd(*args),
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -66,13 +74,17 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def test_two_dispatchers_execute_each_of_50_runs_exactly_once(pg_migrated_url, local_ray,
-                                                             tmp_path):
+def test_two_dispatchers_execute_each_of_50_runs_exactly_once(pg_migrated_url, local_ray, tmp_path):
     enqueue(pg_migrated_url, seeds=50, steps=20)
     # One run at a time per dispatcher: two drivers over-subscribing 2 CPUs would make Ray
     # recycle worker processes between the two jobs (a torch import per run).
-    env = {"DATABASE_URL": pg_migrated_url, "RAY_ADDRESS": local_ray, "PLATEAU_CAPACITY": "1",
-           "PLATEAU_POLL_SECONDS": "0.1", "PLATEAU_LEASE_SECONDS": "60"}
+    env = {
+        "DATABASE_URL": pg_migrated_url,
+        "RAY_ADDRESS": local_ray,
+        "PLATEAU_CAPACITY": "1",
+        "PLATEAU_POLL_SECONDS": "0.1",
+        "PLATEAU_LEASE_SECONDS": "60",
+    }
     logs = [open(tmp_path / f"d{i}.log", "w") for i in range(2)]
     procs = [start(["dispatcher"], env, logs[i]) for i in range(2)]
     try:
@@ -93,8 +105,12 @@ def test_two_dispatchers_execute_each_of_50_runs_exactly_once(pg_migrated_url, l
 def test_killing_the_serve_process_mid_sweep_loses_no_run(pg_migrated_url, local_ray, tmp_path):
     lease = 4
     enqueue(pg_migrated_url, seeds=6, steps=1500)
-    base = {"DATABASE_URL": pg_migrated_url, "PLATEAU_LEASE_SECONDS": str(lease),
-            "PLATEAU_POLL_SECONDS": "0.2", "PLATEAU_RAY_NUM_CPUS": "2"}
+    base = {
+        "DATABASE_URL": pg_migrated_url,
+        "PLATEAU_LEASE_SECONDS": str(lease),
+        "PLATEAU_POLL_SECONDS": "0.2",
+        "PLATEAU_RAY_NUM_CPUS": "2",
+    }
     serve_env = base | {"RAY_ADDRESS": ""}  # its own local Ray instance, killed with it
     log = open(tmp_path / "serve.log", "w")
     server = start(["serve", "--port", "0"], serve_env, log)
@@ -106,8 +122,9 @@ def test_killing_the_serve_process_mid_sweep_loses_no_run(pg_migrated_url, local
     killed_at = statuses(pg_migrated_url)
     assert killed_at.get("succeeded", 0) < 6, "the sweep finished before the kill"
 
-    dispatcher = start(["dispatcher"], base | {"RAY_ADDRESS": local_ray},
-                       open(tmp_path / "dispatcher.log", "w"))
+    dispatcher = start(
+        ["dispatcher"], base | {"RAY_ADDRESS": local_ray}, open(tmp_path / "dispatcher.log", "w")
+    )
     try:
         wait_for(lambda: statuses(pg_migrated_url) == {"succeeded": 6}, 300, "recovery")
     finally:

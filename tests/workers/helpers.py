@@ -31,8 +31,9 @@ def config(**overrides: Any) -> RunConfig:
 
 def initial_loss(cfg: RunConfig) -> float:
     data, model = build(cfg, torch.device("cpu"))
-    loss, _ = evaluate(model, data.x_train, data.y_train, loss_fn(data.loss),
-                       classify=data.loss == "cross_entropy")
+    loss, _ = evaluate(
+        model, data.x_train, data.y_train, loss_fn(data.loss), classify=data.loss == "cross_entropy"
+    )
     return loss
 
 

@@ -25,10 +25,18 @@ def activation_second_moments(init: dict, depth: int = 20, width: int = 512) -> 
     for _ in range(depth):
         layers += [nn.Linear(width, width), nn.ReLU()]
     model = nn.Sequential(*layers)
-    apply_init(model, RunConfig.model_validate({
-        "task": {"name": "teacher_student"}, "architecture": {"name": "mlp"},
-        "optimizer": {"name": "sgd", "lr": 0.1}, "init": init | {"zeros_bias": True}}).init,
-        "relu")
+    apply_init(
+        model,
+        RunConfig.model_validate(
+            {
+                "task": {"name": "teacher_student"},
+                "architecture": {"name": "mlp"},
+                "optimizer": {"name": "sgd", "lr": 0.1},
+                "init": init | {"zeros_bias": True},
+            }
+        ).init,
+        "relu",
+    )
     x = torch.randn(2048, width)
     moments = []
     with torch.no_grad():
@@ -69,13 +77,15 @@ def test_deep_linear_plateaus_lengthen_as_the_init_scale_shrinks():
 
 
 def test_the_detector_finds_the_parity_plateau_and_its_escape():
-    result = train(config(
-        task={"name": "parity", "n_bits": 16, "k": 4, "n_train": 4000},
-        architecture={"name": "mlp", "depth": 1, "width": 128},
-        optimizer={"name": "sgd", "lr": 0.1},
-        budget={"steps": 1500, "batch_size": 128, "log_every": 10, "eval_every": 500},
-        target={"loss": 0.05},
-    ))
+    result = train(
+        config(
+            task={"name": "parity", "n_bits": 16, "k": 4, "n_train": 4000},
+            architecture={"name": "mlp", "depth": 1, "width": 128},
+            optimizer={"name": "sgd", "lr": 0.1},
+            budget={"steps": 1500, "batch_size": 128, "log_every": 10, "eval_every": 500},
+            target={"loss": 0.05},
+        )
+    )
     first = result.plateaus["segments"][0]
     assert abs(first["level"] - math.log(2)) < 0.05  # stuck at chance: loss ln 2
     assert first["length"] >= 100 and first["escaped"] is True
@@ -83,8 +93,11 @@ def test_the_detector_finds_the_parity_plateau_and_its_escape():
 
 
 def test_training_is_bitwise_reproducible_on_cpu():
-    cfg = config(normalization="batchnorm", grad_clip={"mode": "norm", "threshold": 1.0},
-                 optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
+    cfg = config(
+        normalization="batchnorm",
+        grad_clip={"mode": "norm", "threshold": 1.0},
+        optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    )
     a, b = train(cfg), train(cfg)
     assert a.losses == b.losses and a.final_loss == b.final_loss
     _, m1 = build(cfg, torch.device("cpu"))
@@ -102,7 +115,11 @@ def test_a_huge_learning_rate_diverges_with_its_step():
 
 
 def test_nan_loss_diverges_instead_of_crashing():
-    result = train(config(task={"name": "teacher_student", "n_train": 64},
-                          architecture={"name": "mlp", "depth": 3, "width": 64},
-                          optimizer={"name": "sgd", "lr": 1e30}))
+    result = train(
+        config(
+            task={"name": "teacher_student", "n_train": 64},
+            architecture={"name": "mlp", "depth": 3, "width": 64},
+            optimizer={"name": "sgd", "lr": 1e30},
+        )
+    )
     assert result.outcome == "diverged"

@@ -44,12 +44,19 @@ def test_every_architecture_and_normalization_trains(arch, norm):
     try:
         # a convnet without normalization needs more than 40 steps to get going
         steps = 150 if arch == "cnn" else 40
-        cfg = config(task=SMALL_TASKS[task], architecture=arch_cfg, normalization=norm,
-                     budget={"steps": steps, "batch_size": 64, "eval_every": 50})
+        cfg = config(
+            task=SMALL_TASKS[task],
+            architecture=arch_cfg,
+            normalization=norm,
+            budget={"steps": steps, "batch_size": 64, "eval_every": 50},
+        )
     except ValueError as e:  # combinations refused at submission
         assert "not offered" in str(e)
-        assert (arch, norm) in {("deep_linear", "batchnorm"), ("deep_linear", "layernorm"),
-                                ("transformer", "batchnorm")}
+        assert (arch, norm) in {
+            ("deep_linear", "batchnorm"),
+            ("deep_linear", "layernorm"),
+            ("transformer", "batchnorm"),
+        }
         return
     before, result = trains(cfg)
     assert result.final_loss < 0.95 * before, (before, result.final_loss)
@@ -84,15 +91,18 @@ OPT_CFGS = {
 
 
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("schedule", [{"name": "constant"}, {"name": "cosine"},
-                                      {"name": "linear_warmup", "warmup_steps": 10}])
+@pytest.mark.parametrize(
+    "schedule",
+    [{"name": "constant"}, {"name": "cosine"}, {"name": "linear_warmup", "warmup_steps": 10}],
+)
 def test_every_optimizer_and_schedule_trains(opt, schedule):
     before, result = trains(config(optimizer=OPT_CFGS[opt] | {"schedule": schedule}))
     assert result.final_loss < 0.95 * before
 
 
-@pytest.mark.parametrize("clip", [{"mode": "norm", "threshold": 0.5},
-                                  {"mode": "value", "threshold": 0.01}])
+@pytest.mark.parametrize(
+    "clip", [{"mode": "norm", "threshold": 0.5}, {"mode": "value", "threshold": 0.01}]
+)
 def test_clipping_trains_and_records_its_fraction(clip):
     before, result = trains(config(grad_clip=clip, optimizer=OPT_CFGS["sgd"]))
     assert result.final_loss < before
@@ -107,19 +117,25 @@ def test_unknown_names_list_the_valid_ones():
     class Named:
         name = "nope"
 
-    for create in (create_task, lambda c: create_model(c, "none", None),
-                   lambda c: apply_init(None, c, "relu"),
-                   lambda c: create_optimizer([], c)):
+    for create in (
+        create_task,
+        lambda c: create_model(c, "none", None),
+        lambda c: apply_init(None, c, "relu"),
+        lambda c: create_optimizer([], c),
+    ):
         with pytest.raises(UnknownName, match="expected one of: ") as info:
             create(Named())
         assert "'nope'" in str(info.value)
 
 
-@pytest.mark.parametrize("task,arch,why", [
-    ("parity", {"name": "cnn"}, "cannot read the vector inputs"),
-    ("digits", {"name": "transformer"}, "cannot read the image inputs"),
-    ("modular_addition", {"name": "cnn"}, "cannot read the sequence inputs"),
-])
+@pytest.mark.parametrize(
+    "task,arch,why",
+    [
+        ("parity", {"name": "cnn"}, "cannot read the vector inputs"),
+        ("digits", {"name": "transformer"}, "cannot read the image inputs"),
+        ("modular_addition", {"name": "cnn"}, "cannot read the sequence inputs"),
+    ],
+)
 def test_impossible_combinations_are_refused_at_validation(task, arch, why):
     with pytest.raises(ValueError, match=why):
         config(task=SMALL_TASKS[task], architecture=arch)
