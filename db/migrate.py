@@ -13,6 +13,9 @@ from db.errors import SchemaNotCurrent
 from db.session import get_engine, normalize_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Not Alembic's default name: Optuna's RDBStorage lives in the same database and migrates its
+# own tables with its own `alembic_version`.
+VERSION_TABLE = "plateau_alembic_version"
 
 
 def alembic_config(url: str) -> Config:
@@ -33,7 +36,8 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def current_revision(url: str) -> str | None:
     with get_engine(url).connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
 
 
 def head_revision() -> str:

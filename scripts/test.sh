@@ -15,6 +15,16 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 
+# System tools some tests drive (they skip without them): Debian's docker-compose v1 parses
+# docker-compose.yml without an engine. Installed when we may (root + apt), best effort.
+need=()
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${need[*]} (apt)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
+    >/dev/null 2>&1 || echo "warning: could not install ${need[*]}; those tests will skip" >&2
+fi
+
 export PLATEAU_REQUIRE_POSTGRES=1
 set +e
 .venv/bin/python -m pytest "$@"

@@ -82,7 +82,10 @@ def execute(
             result = train(run_config, hooks)
             outcome, record, error = result.outcome, result.record(), None
             if result.outcome == "diverged":
-                error = f"loss diverged (non-finite or above the divergence bound) at step {result.diverged_step}"
+                error = (
+                    "loss diverged (non-finite or above the divergence bound) "
+                    f"at step {result.diverged_step}"
+                )
             end_probe = next((p for p in reversed(probes) if p["trigger"] == "end"), None)
             record["diagnosis"] = diagnose(result, run_config, end_probe)
         except (Stopped, LeaseLost):

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from db.migrate import VERSION_TABLE
 from db.models import Base
 
 config = context.config
@@ -25,6 +26,8 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        # Optuna's RDBStorage shares this database and keeps its own `alembic_version`.
+        version_table=VERSION_TABLE,
         compare_type=True,
     )
     with context.begin_transaction():

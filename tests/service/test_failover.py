@@ -85,8 +85,7 @@ def test_two_dispatchers_execute_each_of_50_runs_exactly_once(pg_migrated_url, l
         "PLATEAU_POLL_SECONDS": "0.1",
         "PLATEAU_LEASE_SECONDS": "60",
     }
-    logs = [open(tmp_path / f"d{i}.log", "w") for i in range(2)]
-    procs = [start(["dispatcher"], env, logs[i]) for i in range(2)]
+    procs = [start(["dispatcher"], env, tmp_path / f"d{i}.log") for i in range(2)]
     try:
         wait_for(lambda: statuses(pg_migrated_url) == {"succeeded": 50}, 240, "50 runs")
     finally:
@@ -112,8 +111,7 @@ def test_killing_the_serve_process_mid_sweep_loses_no_run(pg_migrated_url, local
         "PLATEAU_RAY_NUM_CPUS": "2",
     }
     serve_env = base | {"RAY_ADDRESS": ""}  # its own local Ray instance, killed with it
-    log = open(tmp_path / "serve.log", "w")
-    server = start(["serve", "--port", "0"], serve_env, log)
+    server = start(["serve", "--port", "0"], serve_env, tmp_path / "serve.log")
     try:
         wait_for(lambda: statuses(pg_migrated_url).get("running", 0) >= 1, 90, "a running run")
     finally:
@@ -123,7 +121,7 @@ def test_killing_the_serve_process_mid_sweep_loses_no_run(pg_migrated_url, local
     assert killed_at.get("succeeded", 0) < 6, "the sweep finished before the kill"
 
     dispatcher = start(
-        ["dispatcher"], base | {"RAY_ADDRESS": local_ray}, open(tmp_path / "dispatcher.log", "w")
+        ["dispatcher"], base | {"RAY_ADDRESS": local_ray}, tmp_path / "dispatcher.log"
     )
     try:
         wait_for(lambda: statuses(pg_migrated_url) == {"succeeded": 6}, 300, "recovery")

@@ -13,9 +13,10 @@ L(θ) = (1/N) Σ_i ℓ(f_θ(x_i), y_i). One module per method:
 - ``slices``: 1-D / 2-D loss slices and linear interpolation (Goodfellow et al. 2015;
   Li et al. 2018).
 
-``run_probes`` runs them all once and returns a JSON-serializable dict. With its defaults a
-probe of the reference MLP 64-64-64-10 (13,130 parameters, float32) on 1,500 digits samples
-takes RUN_PROBES_SECONDS on a 2-core x86-64 CPU box (``python benchmarks/probes.py``).
+``run_probes`` runs them all once and returns a JSON-serializable dict. With its defaults
+(about 212 HVPs and 205 loss evaluations) a probe of the reference MLP 64-64-64-10 (13,130
+parameters, float32) on 1,500 digits samples took 1.3-1.8 s on a 2-core x86-64 CPU box and
+0.85 s on an NVIDIA H200 (``python benchmarks/probes.py``).
 
 Seeded example (a 2-parameter saddle, f(x, y) = x² - y²)::
 
@@ -49,7 +50,7 @@ class ProbeError(Exception):
 
 
 # The submodules import ProbeError from this package, so they load after it exists.
-from workers.probes.density import density_on_grid, negative_mass, slq  # noqa: E402
+from workers.probes.density import default_eps, density_on_grid, negative_mass, slq  # noqa: E402
 from workers.probes.hutchinson import hutchinson_trace  # noqa: E402
 from workers.probes.hvp import DEFAULT_METHOD, Method, check_deterministic, make_hvp  # noqa: E402
 from workers.probes.lanczos import lanczos  # noqa: E402
@@ -107,15 +108,18 @@ def run_probes(
 ) -> dict[str, Any]:
     """All probes at the model's current parameters, as a JSON-serializable dict.
 
-    λmax/λmin and the k extreme eigenvalues with Ritz residuals (Lanczos, ``lanczos_steps``
-    at most, ``lanczos_tol`` default 1e-6 in float64 and 1e-4 otherwise); tr(H) ± stderr
-    (Hutchinson, ``hutchinson_vectors``); density and negative mass ± stderr (SLQ,
-    ``slq_vectors`` × ``slq_steps``); loss slices: filter-normalized random 1-D on α ∈ [-1, 1]
-    and 2-D on [-1, 1]², unit top/bottom eigenvector 1-D on α ∈ [-eigvec_radius,
-    eigvec_radius], and the interpolation from ``init_params`` (flat tensor or name → tensor)
-    on t ∈ [0, 1]. The model is put in ``mode`` for the probe (recorded in the result) and
-    every submodule's mode is restored afterwards; the HVP is first checked to be
-    deterministic (``ProbeError`` otherwise).
+    - λmax, λmin and the k extreme eigenvalues with Ritz residuals: Lanczos, at most
+      ``lanczos_steps`` HVPs, ``lanczos_tol`` default 1e-6 in float64 and 1e-4 otherwise;
+    - tr(H) ± stderr: Hutchinson with ``hutchinson_vectors`` Rademacher vectors;
+    - density and the fraction of eigenvalues below -negative_mass_eps ± stderr: SLQ with
+      ``slq_vectors`` × ``slq_steps`` (eps = 1e-3 · max|θ|, see density.default_eps);
+    - loss slices: filter-normalized random 1-D on α ∈ [-1, 1] and 2-D on [-1, 1]², unit
+      top/bottom eigenvector 1-D on α ∈ [-eigvec_radius, eigvec_radius], and the
+      interpolation from ``init_params`` (flat tensor or name → tensor) on t ∈ [0, 1].
+
+    The model is put in ``mode`` for the probe (recorded in the result) and every submodule's
+    mode is restored afterwards; the HVP is first checked to be deterministic (``ProbeError``
+    otherwise).
     """
     if mode not in ("eval", "train"):
         raise ProbeError(f"unknown mode {mode!r}; expected one of: eval, train")
@@ -199,7 +203,8 @@ def _probe(
     )
     trace = hutchinson_trace(hvp, hvp.dim, num_vectors=hutchinson_vectors, seed=seed + 1, **like)
     quadrature = slq(hvp, hvp.dim, num_vectors=slq_vectors, steps=slq_steps, seed=seed + 2, **like)
-    mass, mass_err = negative_mass(quadrature)
+    eps = default_eps(quadrature)
+    mass, mass_err = negative_mass(quadrature, eps=eps)
     grid, values = density_on_grid(quadrature)
 
     evaluate = make_loss_evaluator(
@@ -256,6 +261,7 @@ def _probe(
         "trace_vectors": trace.num_vectors,
         "negative_mass": mass,
         "negative_mass_stderr": _finite(mass_err),
+        "negative_mass_eps": eps,
         "density": {"grid": grid, "values": values},
         "grad_norm": float(hvp.gradient().norm()),
         "loss": hvp.loss(),

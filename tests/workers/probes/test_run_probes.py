@@ -25,6 +25,7 @@ KEYS = {
     "trace_vectors",
     "negative_mass",
     "negative_mass_stderr",
+    "negative_mass_eps",
     "density",
     "grad_norm",
     "loss",
