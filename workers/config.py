@@ -390,6 +390,9 @@ class ProbeSpec(Strict):
 
     at: list[Literal["end", "plateau"]] = Field(default_factory=list)
     every: int | None = Field(None, ge=1, description="also probe every N steps")
+    max_plateau_probes: int = Field(
+        3, ge=0, le=100, description="probe at most this many plateau entries per run"
+    )
     k: int = Field(3, ge=1, le=50, description="extreme eigenvalues at each end")
     lanczos_steps: int = Field(40, ge=2, le=1000)
     hutchinson_vectors: int = Field(20, ge=1, le=10_000)

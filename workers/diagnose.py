@@ -8,7 +8,7 @@ Ritz residual of lambda_min, which bounds its error for a symmetric operator):
 2. converged        the smoothed training loss reached the target.
 3. still_improving  the smoothed loss fell by more than `rel_improvement` over the last window.
 4. saddle           lambda_min + r_min < -neg_tol * |lambda_max|: curvature clearly negative.
-5. local_minimum    g <= grad_tol and lambda_min >= -neg_tol * |lambda_max| and
+5. local_minimum    g <= grad_tol and lambda_min + r_min >= -neg_tol * |lambda_max| and
                     lambda_max > flat_tol: a bowl with positive curvature.
 6. plateau          otherwise: above target, no progress, and flat or unknown curvature.
 Without a probe, rules 4-5 cannot fire: the verdict says so in its evidence.
@@ -51,7 +51,7 @@ def classify(
     if (
         grad_norm is not None
         and grad_norm <= thresholds["grad_tol"]
-        and lambda_min >= -thresholds["neg_tol"] * scale
+        and lambda_min + error >= -thresholds["neg_tol"] * scale
         and lambda_max > thresholds["flat_tol"]
     ):
         return "local_minimum"
@@ -93,7 +93,7 @@ def diagnose(result: Any, config: RunConfig, probe: dict[str, Any] | None) -> di
     if probe is not None:
         data = probe.get("data", {})
         lam_max, lam_min, grad_norm = probe["lambda_max"], probe["lambda_min"], probe["grad_norm"]
-        residual = (data.get("bottom_residuals") or [None])[0]
+        residual = (data.get("residuals", {}).get("bottom") or [None])[0]
         evidence.update(
             grad_norm=grad_norm,
             lambda_max=lam_max,

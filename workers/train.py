@@ -163,6 +163,7 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
     grad_norms: dict[int, float] = {}
     rows: list[dict[str, Any]] = []
     clipped_steps = 0
+    plateau_probes = 0
     diverged_step: int | None = None
     n_train = len(data.x_train)
     batch_size = min(budget.batch_size, n_train)
@@ -264,7 +265,12 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
             rows.append(row)
             if len(rows) >= hooks.flush_rows:
                 flush()
-        if entered_plateau and "plateau" in config.probes.at:
+        if (
+            entered_plateau
+            and "plateau" in config.probes.at
+            and plateau_probes < config.probes.max_plateau_probes
+        ):
+            plateau_probes += 1
             probe(step, "plateau")
         if probe_every is not None and step > 0 and step % probe_every == 0:
             probe(step, "every")

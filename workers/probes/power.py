@@ -110,7 +110,8 @@ def power_iteration(
             if value is not None and abs(value - current) / (abs(value) + _GUARD) < tol:
                 break
             value = current
-        values.append(float(value if value is not None else current))
+        assert value is not None  # set by the first iteration; max_iter >= 1
+        values.append(value)
         iterations.append(steps)
         found.append(v)
     return PowerResult(
