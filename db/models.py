@@ -98,6 +98,8 @@ class Run(Base):
     __table_args__ = (
         Index("ix_run_status_id", "status", "id"),
         Index("ix_run_sweep_id_status", "sweep_id", "status"),
+        Index("ix_run_task_architecture_status", "task", "architecture", "status"),
+        Index("ix_run_study_id_trial_number", "study_id", "trial_number"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -105,6 +107,12 @@ class Run(Base):
     grid_index: Mapped[int]  # position in the sweep's grid
     config: Mapped[dict[str, Any]]
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # Registry names copied out of `config`, so the leaderboard filters on indexed columns.
+    task: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    architecture: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # Set when the run is a trial of an Optuna study (service/studies.py).
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("study.id", ondelete="SET NULL"))
+    trial_number: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=3)
@@ -161,9 +169,31 @@ class RunResult(Base):
     diagnosis: Mapped[dict[str, Any] | None]
     environment: Mapped[dict[str, Any] | None]  # torch version, device, dtype, threads, host
     seconds: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    pruned_step: Mapped[int | None]  # a study's pruner stopped the run here
+    device: Mapped[str | None] = mapped_column(String(32))  # copied from environment
+    torch_version: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
     run: Mapped[Run] = relationship(back_populates="result")
+
+
+class Study(Base):
+    """An Optuna study whose trials run as ordinary runs of one sweep (source='study').
+
+    Optuna's own tables (RDBStorage) live in the same database under `optuna_study_name`.
+    """
+
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(200), default="anonymous")
+    optuna_study_name: Mapped[str] = mapped_column(String(255), unique=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweep.id", ondelete="CASCADE"))
+    spec: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running|finished|cancelled
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
 
 
 class Probe(Base):

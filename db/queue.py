@@ -62,6 +62,8 @@ def enqueue_sweep(
                     "grid_index": i,
                     "config": config,
                     "config_hash": digest,
+                    "task": config["task"]["name"],
+                    "architecture": config["architecture"]["name"],
                     "status": "queued",
                     "attempts": 0,
                     "max_attempts": max_attempts,
@@ -185,7 +187,17 @@ def complete_run(
         delete(RunMetric).where(RunMetric.run_id == run_id, RunMetric.attempt != attempt)
     )
     session.execute(delete(Probe).where(Probe.run_id == run_id, Probe.attempt != attempt))
-    session.add(RunResult(run_id=run_id, attempt=attempt, outcome=outcome, **result))
+    environment = result.get("environment") or {}
+    session.add(
+        RunResult(
+            run_id=run_id,
+            attempt=attempt,
+            outcome=outcome,
+            device=environment.get("device"),
+            torch_version=environment.get("torch"),
+            **result,
+        )
+    )
 
 
 def reap_expired(*, session: Session) -> tuple[int, int]:

@@ -33,3 +33,28 @@ def test_a_stale_schema_is_refused_with_the_command_to_run(db_url):
         ensure_current(db_url, migrate=False)
     ensure_current(db_url, migrate=True)
     assert current_revision(db_url) == head_revision()
+
+
+def test_the_leaderboard_migration_backfills_names_of_existing_runs(db_url):
+    from sqlalchemy import text
+
+    upgrade(db_url, "2743bbdda4de")  # the initial schema
+    config = '{"task": {"name": "digits"}, "architecture": {"name": "mlp"}}'
+    with get_engine(db_url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO sweep (id, name, owner, source, spec, n_runs, software, "
+                "created_at) VALUES (1, 's', 'o', 'api', '{}', 1, '{}', "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO run (id, sweep_id, grid_index, config, config_hash, "
+                "status, attempts, max_attempts, queued_at) VALUES (1, 1, 0, "
+                f"'{config}', 'h', 'queued', 0, 3, CURRENT_TIMESTAMP)"
+            )
+        )
+    upgrade(db_url)
+    with get_engine(db_url).connect() as conn:
+        assert conn.execute(text("SELECT task, architecture FROM run")).one() == ("digits", "mlp")

@@ -21,7 +21,10 @@ def enqueue(url: str, n: int, max_attempts: int = 3) -> int:
             name="t",
             owner="me",
             spec={},
-            runs=[({"i": i}, f"h{i}") for i in range(n)],
+            runs=[
+                ({"i": i, "task": {"name": "t"}, "architecture": {"name": "a"}}, f"h{i}")
+                for i in range(n)
+            ],
             max_attempts=max_attempts,
         )
         return sweep.id
