@@ -12,7 +12,6 @@ from alembic import op
 
 import db.models
 
-
 revision: str = "0b4611fa4e79"
 down_revision: str | None = "2743bbdda4de"
 branch_labels: str | Sequence[str] | None = None
