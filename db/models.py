@@ -107,6 +107,8 @@ class Run(Base):
     grid_index: Mapped[int]  # position in the sweep's grid
     config: Mapped[dict[str, Any]]
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # The configuration without its seed: the leaderboard pools seeds (and sweeps) by it.
+    config_key: Mapped[str] = mapped_column(String(64), index=True, default="", server_default="")
     # Registry names copied out of `config`, so the leaderboard filters on indexed columns.
     task: Mapped[str] = mapped_column(String(64), default="", server_default="")
     architecture: Mapped[str] = mapped_column(String(64), default="", server_default="")

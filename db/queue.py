@@ -41,12 +41,12 @@ def enqueue_sweep(
     name: str,
     owner: str,
     spec: dict[str, Any],
-    runs: Sequence[tuple[dict[str, Any], str]],
+    runs: Sequence[tuple[dict[str, Any], str, str]],
     max_attempts: int = 3,
     source: str = "api",
     software: dict[str, Any] | None = None,
 ) -> Sweep:
-    """Insert a sweep and its runs (config, config_hash) as queued, in one transaction."""
+    """Insert a sweep and its runs (config, config_hash, config_key) as queued, at once."""
     sweep = Sweep(
         name=name, owner=owner, spec=spec, n_runs=len(runs), source=source, software=software or {}
     )
@@ -62,6 +62,7 @@ def enqueue_sweep(
                     "grid_index": i,
                     "config": config,
                     "config_hash": digest,
+                    "config_key": key,
                     "task": config["task"]["name"],
                     "architecture": config["architecture"]["name"],
                     "status": "queued",
@@ -69,7 +70,7 @@ def enqueue_sweep(
                     "max_attempts": max_attempts,
                     "queued_at": now,
                 }
-                for i, (config, digest) in enumerate(runs)
+                for i, (config, digest, key) in enumerate(runs)
             ],
         )
     return sweep

@@ -24,7 +24,7 @@ def software_versions() -> dict[str, str]:
 
 
 def submit_sweep(*, session: Session, spec: SweepSpec, source: str, max_attempts: int) -> Sweep:
-    runs = [(c.model_dump(mode="json"), c.config_hash()) for c in spec.expand()]
+    runs = [(c.model_dump(mode="json"), c.config_hash(), c.config_key()) for c in spec.expand()]
     return queue.enqueue_sweep(
         session=session,
         name=spec.name,

@@ -434,6 +434,10 @@ class RunConfig(Strict):
         """sha256 of the canonical JSON: equal settings hash equal across sweeps."""
         return config_hash(self.model_dump(mode="json"))
 
+    def config_key(self) -> str:
+        """config_hash without the seed: the runs of one configuration over seeds share it."""
+        return config_key(self.model_dump(mode="json"))
+
 
 def compatibility_problem(task: str, architecture: str, normalization: str) -> str | None:
     """Why this task / architecture / normalization combination cannot run, or None."""
@@ -457,3 +461,7 @@ def compatibility_problem(task: str, architecture: str, normalization: str) -> s
 def config_hash(document: dict[str, Any]) -> str:
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def config_key(document: dict[str, Any]) -> str:
+    return config_hash({k: v for k, v in document.items() if k != "seed"})

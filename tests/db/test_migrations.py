@@ -36,7 +36,11 @@ def test_a_stale_schema_is_refused_with_the_command_to_run(db_url):
 
 
 def test_the_leaderboard_migration_backfills_names_of_existing_runs(db_url):
+    import json
+
     from sqlalchemy import text
+
+    from workers.config import config_key
 
     upgrade(db_url, "2743bbdda4de")  # the initial schema
     config = '{"task": {"name": "digits"}, "architecture": {"name": "mlp"}}'
@@ -57,4 +61,5 @@ def test_the_leaderboard_migration_backfills_names_of_existing_runs(db_url):
         )
     upgrade(db_url)
     with get_engine(db_url).connect() as conn:
-        assert conn.execute(text("SELECT task, architecture FROM run")).one() == ("digits", "mlp")
+        row = conn.execute(text("SELECT task, architecture, config_key FROM run")).one()
+    assert row == ("digits", "mlp", config_key(json.loads(config)))

@@ -22,7 +22,7 @@ def enqueue(url: str, n: int, max_attempts: int = 3) -> int:
             owner="me",
             spec={},
             runs=[
-                ({"i": i, "task": {"name": "t"}, "architecture": {"name": "a"}}, f"h{i}")
+                ({"i": i, "task": {"name": "t"}, "architecture": {"name": "a"}}, f"h{i}", f"k{i}")
                 for i in range(n)
             ],
             max_attempts=max_attempts,

@@ -43,6 +43,10 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("architecture", sa.String(length=64), nullable=False, server_default="")
         )
+        batch_op.add_column(
+            sa.Column("config_key", sa.String(length=64), nullable=False, server_default="")
+        )
+        batch_op.create_index(batch_op.f("ix_run_config_key"), ["config_key"], unique=False)
         batch_op.add_column(sa.Column("study_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("trial_number", sa.Integer(), nullable=True))
         batch_op.create_index(
@@ -67,6 +71,21 @@ def upgrade() -> None:
             "architecture = json_extract(config, '$.architecture.name')"
         )
 
+    # config_key is a hash of the canonical JSON (workers.config.config_key), computed here.
+    from workers.config import config_key
+
+    bind = op.get_bind()
+    run = sa.table(
+        "run",
+        sa.column("id", sa.Integer),
+        sa.column("config", sa.JSON),
+        sa.column("config_key", sa.String),
+    )
+    for row in bind.execute(sa.select(run.c.id, run.c.config)).all():
+        bind.execute(
+            run.update().where(run.c.id == row.id).values(config_key=config_key(row.config))
+        )
+
     with op.batch_alter_table("run_result", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pruned_step", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("device", sa.String(length=32), nullable=True))
@@ -89,5 +108,7 @@ def downgrade() -> None:
         batch_op.drop_column("study_id")
         batch_op.drop_column("architecture")
         batch_op.drop_column("task")
+        batch_op.drop_index(batch_op.f("ix_run_config_key"))
+        batch_op.drop_column("config_key")
 
     op.drop_table("study")
