@@ -33,6 +33,8 @@ class Claim:
     attempt: int
     config: dict[str, Any]
     lease_expires_at: dt.datetime
+    study_id: int | None = None  # set for the runs of study trials
+    trial_number: int | None = None
 
 
 def enqueue_sweep(
@@ -76,6 +78,38 @@ def enqueue_sweep(
     return sweep
 
 
+def enqueue_trial_run(
+    *,
+    session: Session,
+    sweep_id: int,
+    study_id: int,
+    trial_number: int,
+    config: dict[str, Any],
+    config_hash: str,
+    config_key: str,
+    max_attempts: int,
+) -> int:
+    """Queue the run of one study trial in the study's sweep; returns the run id."""
+    run = Run(
+        sweep_id=sweep_id,
+        grid_index=trial_number,
+        config=config,
+        config_hash=config_hash,
+        config_key=config_key,
+        task=config["task"]["name"],
+        architecture=config["architecture"]["name"],
+        status="queued",
+        attempts=0,
+        max_attempts=max_attempts,
+        study_id=study_id,
+        trial_number=trial_number,
+    )
+    session.add(run)
+    session.execute(update(Sweep).where(Sweep.id == sweep_id).values(n_runs=Sweep.n_runs + 1))
+    session.flush()
+    return run.id
+
+
 def claim_runs(
     *, session: Session, worker_id: str, limit: int, lease_seconds: float
 ) -> list[Claim]:
@@ -102,12 +136,19 @@ def claim_runs(
             lease_expires_at=expires,
             started_at=now,
         )
-        .returning(Run.id, Run.attempts, Run.config)
+        .returning(Run.id, Run.attempts, Run.config, Run.study_id, Run.trial_number)
         .execution_options(synchronize_session=False)
     ).all()
     return sorted(
         (
-            Claim(run_id=r.id, attempt=r.attempts, config=r.config, lease_expires_at=expires)
+            Claim(
+                run_id=r.id,
+                attempt=r.attempts,
+                config=r.config,
+                lease_expires_at=expires,
+                study_id=r.study_id,
+                trial_number=r.trial_number,
+            )
             for r in rows
         ),
         key=lambda c: c.run_id,

@@ -186,6 +186,111 @@ def run(
         err.print(f"run {r['id']} failed: {(r['error'] or '').splitlines()[0]}")
 
 
+def read_study_spec(path: str):  # -> StudySpec
+    from service.study_spec import StudySpec
+
+    try:
+        return StudySpec.model_validate(load_spec_document(path))
+    except SpecError as e:
+        raise fail(str(e)) from e
+    except ValidationError as e:
+        raise fail(format_validation_error(e).replace("invalid spec", "invalid study spec")) from e
+
+
+@app.command()
+def search(
+    spec_path: str = typer.Argument(..., metavar="SPEC", help="study spec (YAML/JSON)"),
+    timeout: float = typer.Option(None, help="give up after this many seconds"),
+) -> None:
+    """Run an Optuna study to the end on this machine, then re-run its best setting and the
+    baseline on fresh seeds and compare them."""
+    from db.migrate import ensure_current
+    from db.models import Study
+    from db.session import session_scope
+    from service import studies
+    from service.dispatcher import Dispatcher, init_ray
+
+    settings = get_settings()
+    spec = read_study_spec(spec_path)
+    ensure_current(settings.database_url, migrate=True)
+    with session_scope(settings.database_url) as session:
+        study_id = studies.create_study(session=session, spec=spec, settings=settings).id
+    console.print(
+        f"study [bold]{study_id}[/] '{spec.name}': {spec.n_trials} trials, "
+        f"{spec.parallelism} at a time, objective {spec.objective}"
+    )
+    init_ray(settings, log_to_driver=False)
+    dispatcher = Dispatcher(settings)
+
+    def state() -> str:
+        with session_scope(settings.database_url) as session:
+            return session.get(Study, study_id).state  # type: ignore[union-attr]
+
+    with console.status("searching"):
+        dispatcher.run(until=lambda: state() != "running", timeout=timeout)
+    with session_scope(settings.database_url) as session:
+        view = studies.describe(
+            session=session,
+            row=session.get(Study, study_id),  # type: ignore[arg-type]
+            url=settings.database_url,
+        )
+    states: dict[str, int] = {}
+    for t in view["trials"]:
+        states[t["state"]] = states.get(t["state"], 0) + 1
+    best = view["best_trial"] or (view["pareto_front"] or [None])[0]
+    console.print(f"trials: {states}")
+    if best is None:
+        raise fail("no trial completed")
+    console.print(f"best trial {best['number']} (run {best['run_id']}): values {best['values']}")
+    params = Table(title="best settings")
+    params.add_column("parameter")
+    params.add_column("value")
+    for k, v in best["params"].items():
+        params.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(params)
+    _, sweep_id = studies.confirm(settings=settings, study_id=study_id)
+    console.print(
+        f"confirming on seeds {spec.confirm_seeds} against the baseline (sweep {sweep_id})"
+    )
+
+    def confirm_done() -> bool:
+        from db import queries
+
+        with session_scope(settings.database_url) as session:
+            c = queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
+        return c.get("queued", 0) + c.get("running", 0) == 0
+
+    dispatcher.run(until=confirm_done, timeout=timeout)
+    with session_scope(settings.database_url) as session:
+        summary = studies.confirmation_summary(
+            session=session, sweep_id=sweep_id, budget=spec.fixed.budget.steps
+        )
+    table = Table(
+        title=f"best vs baseline ({spec.fixed.init.name} init "
+        f"scale {spec.fixed.init.scale}), fresh seeds"
+    )
+    for col in (
+        "setting",
+        "seeds",
+        "mean steps→target (censored at budget)",
+        "reached",
+        "mean final loss",
+    ):
+        table.add_column(col)
+    for name in ("best", "baseline"):
+        row = summary[name]
+        loss = row["mean_final_loss"]
+        table.add_row(
+            name,
+            str(row["seeds"]),
+            f"{row['mean_steps_to_target']:.0f}",
+            f"{row['reached']}/{len(row['seeds'])}",
+            f"{loss:.4g}" if loss is not None else "—",
+        )
+    console.print(table)
+    console.print(f"speed-up of the best setting: {summary['speedup']:.1f}x")
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
@@ -206,7 +311,17 @@ def submit(
     spec_path: str = typer.Argument(..., metavar="SPEC"),
     url: str = typer.Option(DEFAULT_URL, help="the plateau service"),
 ) -> None:
-    """Submit a sweep spec to a running service."""
+    """Submit a sweep spec (or a study spec: one with a search_space) to a running service."""
+    try:
+        is_study = "search_space" in load_spec_document(spec_path)
+    except SpecError as e:
+        raise fail(str(e)) from e
+    if is_study:
+        study = read_study_spec(spec_path)
+        response = _request("POST", f"{url}/api/v1/studies", json=study.model_dump(mode="json"))
+        body = response.json()
+        console.print(f"study {body['id']} started: {body['trials']} trials — {body['url']}")
+        return
     spec = read_spec(spec_path)
     response = _request("POST", f"{url}/api/v1/sweeps", json=spec.model_dump(mode="json"))
     body = response.json()

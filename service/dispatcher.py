@@ -81,18 +81,33 @@ class Dispatcher:
         if claim.config.get("device") == "cuda" and self._cluster_gpus() > 0:
             options["num_gpus"] = 1
         remote = self._remote.options(**options) if options else self._remote
+        trial = None
+        if claim.study_id is not None:
+            from service.studies import trial_context
+
+            trial = trial_context(self.db_url, claim.study_id)
+            if trial is not None:
+                trial["number"] = claim.trial_number
         return remote.remote(
-            self.db_url, claim.run_id, claim.attempt, claim.config, self.settings.lease_seconds
+            self.db_url,
+            claim.run_id,
+            claim.attempt,
+            claim.config,
+            self.settings.lease_seconds,
+            trial,
         )
 
     def tick(self) -> int:
         """Reap, claim what fits, submit, collect finished tasks. Returns runs submitted."""
         import ray
 
+        from service.studies import advance_all
+
         with session_scope(self.db_url) as session:
             requeued, failed = queue.reap_expired(session=session)
         if requeued or failed:
             log.warning("reaped expired leases: %d requeued, %d failed", requeued, failed)
+        advance_all(self.settings)  # tell Optuna about finished trials, enqueue new ones
         free = self.capacity() - len(self.inflight)
         claims: list[queue.Claim] = []
         if free > 0:

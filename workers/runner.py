@@ -55,7 +55,13 @@ class Heartbeat(threading.Thread):
 
 
 def execute(
-    *, db_url: str, run_id: int, attempt: int, config: dict[str, Any], lease_seconds: float
+    *,
+    db_url: str,
+    run_id: int,
+    attempt: int,
+    config: dict[str, Any],
+    lease_seconds: float,
+    trial: dict[str, Any] | None = None,
 ) -> str:
     """Run one attempt to its end; returns the recorded outcome, or 'lost' / 'stopped'."""
     heartbeat = Heartbeat(db_url, run_id, attempt, lease_seconds)
@@ -77,6 +83,10 @@ def execute(
             queue.write_probe(session=session, run_id=run_id, attempt=attempt, probe=record)
 
     hooks = TrainHooks(on_metrics=on_metrics, should_stop=heartbeat.lost.is_set, on_probe=on_probe)
+    if trial is not None:
+        from workers.trial import reporter
+
+        hooks.on_report, hooks.report_every = reporter(db_url, trial), trial["report_every"]
     try:
         try:
             result = train(run_config, hooks)

@@ -50,6 +50,9 @@ class TrainHooks:
     should_stop: Callable[[], bool] | None = None  # checked every step; True -> Stopped
     on_probe: ProbeHook | None = None  # called at the probe points the config asks for
     flush_rows: int = 256  # metric rows per on_metrics call
+    # Intermediate values for a study's pruner: (step, smoothed loss) -> True to stop here.
+    on_report: Callable[[int, float], bool] | None = None
+    report_every: int = 50
 
 
 @dataclass
@@ -66,6 +69,7 @@ class TrainResult:
     plateaus: dict[str, Any]
     clip_fraction: float | None
     diverged_step: int | None
+    pruned_step: int | None
     environment: dict[str, Any]
     seconds: float
     losses: list[float] = field(repr=False, default_factory=list)  # every step's train loss
@@ -164,6 +168,7 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
     rows: list[dict[str, Any]] = []
     clipped_steps = 0
     plateau_probes = 0
+    pruned_step: int | None = None
     diverged_step: int | None = None
     n_train = len(data.x_train)
     batch_size = min(budget.batch_size, n_train)
@@ -233,6 +238,14 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
 
         losses.append(loss_value)
         entered_plateau = tracker.update(loss_value)
+        if (
+            hooks.on_report is not None
+            and step > 0
+            and step % hooks.report_every == 0
+            and hooks.on_report(step, tracker.smoothed[-1])
+        ):
+            pruned_step = step
+            break
         if logging:
             assert before is not None and per_tensor is not None and grad_norm is not None
             grad_norms[step] = grad_norm
@@ -310,6 +323,7 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
         },
         clip_fraction=(clipped_steps / max(1, steps_done)) if clip is not None else None,
         diverged_step=diverged_step,
+        pruned_step=pruned_step,
         environment=environment(config, device),
         seconds=time.perf_counter() - started,
         losses=losses,

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from db.errors import DBError, SchemaNotCurrent
 from db.migrate import ensure_current
-from service.api.routes import health, runs, sweeps
+from service.api.routes import health, runs, studies, sweeps
 from service.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
+    app.include_router(studies.router, prefix=API_PREFIX)
 
     @app.exception_handler(DBError)
     async def _db_error(request: Request, exc: DBError) -> JSONResponse:

@@ -1,0 +1,296 @@
+"""The leaderboard: one row per configuration, aggregated over its seeds (and sweeps) in SQL.
+
+A configuration is `run.config_key`: the hash of the resolved config without its seed, so
+the same setting pools across seeds, sweeps and nightly runs. Only finished measurements
+count: runs with a result whose outcome is `succeeded` or `diverged`. Runs that `failed`
+(an exception, a missing GPU) say nothing about the configuration and runs a study's pruner
+stopped early (`pruned_step`) are incomplete; both are left out.
+
+Steps-to-target is right-censored: a run that never reached the target (including a
+diverged one) has no value. Following AlgoPerf's convention of charging an unfinished run
+the whole budget, the ranking metric `steps` counts such a run at its budget,
+`config.budget.steps` (one value per configuration: the budget is part of the key):
+
+    steps = (Σ steps_to_target over reached runs + n_censored · budget) / n_runs
+
+`steps_reached_mean/std` are over the runs that reached the target only, reported beside
+`n_censored` so a mean of two lucky seeds is not mistaken for a robust one.
+
+The ranking query is one GROUP BY over the filtered runs; everything shown only for the
+rows of a page (seeds, verdict counts, best run, software) is computed afterwards for that
+page's keys alone, through the `config_key` index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, select, text
+from sqlalchemy.orm import Session
+
+from db.models import Run, RunResult, Sweep
+
+Order = Literal["asc", "desc"]
+
+# metric name -> (column of the ranking query, natural direction)
+METRICS: dict[str, Order] = {
+    "steps": "asc",  # censored-aware mean steps-to-target (default)
+    "steps_reached": "asc",  # mean over the runs that reached the target
+    "reached_rate": "desc",
+    "final_loss": "asc",
+    "test_accuracy": "desc",
+    "plateau_fraction": "asc",
+    "divergence_rate": "asc",
+    "n_runs": "desc",
+}
+DEFAULT_METRIC = "steps"
+COUNTED_OUTCOMES = ("succeeded", "diverged")
+MAX_RUN_IDS = 20  # run ids listed per row (best first), for links to the runs
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which runs count. None means no restriction."""
+
+    task: str | None = None
+    architecture: str | None = None
+    since: dt.datetime | None = None  # results recorded at or after this instant (UTC)
+    sweep_id: int | None = None
+    owner: str | None = None
+    torch_version: str | None = None
+    device: str | None = None
+
+
+def _where(f: Filters) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = [
+        RunResult.outcome.in_(COUNTED_OUTCOMES),
+        RunResult.pruned_step.is_(None),
+    ]
+    if f.task is not None:
+        clauses.append(Run.task == f.task)
+    if f.architecture is not None:
+        clauses.append(Run.architecture == f.architecture)
+    if f.since is not None:
+        clauses.append(RunResult.created_at >= f.since)
+    if f.sweep_id is not None:
+        clauses.append(Run.sweep_id == f.sweep_id)
+    if f.torch_version is not None:
+        clauses.append(RunResult.torch_version == f.torch_version)
+    if f.device is not None:
+        clauses.append(RunResult.device == f.device)
+    if f.owner is not None:
+        clauses.append(Run.sweep_id.in_(select(Sweep.id).where(Sweep.owner == f.owner)))
+    return clauses
+
+
+def _counted(f: Filters, *columns: Any) -> Select[Any]:
+    """SELECT columns FROM the runs that count under the filters."""
+    return (
+        select(*columns)
+        .select_from(Run)
+        .join(RunResult, RunResult.run_id == Run.id)
+        .where(and_(*_where(f)))
+    )
+
+
+def _variance(session: Session, x: Any) -> ColumnElement[Any]:
+    """Sample variance of x in one pass (NULL below two values)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.var_samp(x)
+    # SQLite has no variance aggregate: E[x²]-E[x]² form, clamped at 0 by the caller.
+    n = func.count(x)
+    return case(
+        (n > 1, (func.sum(x * x) - func.sum(x) * func.sum(x) / cast(n, Float)) / (n - 1)),
+        else_=None,
+    )
+
+
+def _std(value: float | None) -> float | None:
+    return None if value is None else math.sqrt(max(float(value), 0.0))
+
+
+def _ratio(a: Any, b: Any) -> ColumnElement[Any]:
+    return cast(a, Float) / cast(b, Float)
+
+
+def leaderboard(
+    *,
+    session: Session,
+    filters: Filters,
+    metric: str = DEFAULT_METRIC,
+    order: Order | None = None,
+    offset: int = 0,
+    limit: int | None = 50,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of configurations ranked by `metric` (then final loss, then key), and the
+    number of configurations under the filters."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of: {', '.join(METRICS)}")
+    if session.get_bind().dialect.name == "postgresql":
+        # The aggregate's planner cost crosses jit_above_cost at ~50k runs, and compiling
+        # it costs more (50-100 ms) than running it; this query never profits from JIT.
+        session.execute(text("SET LOCAL jit = off"))
+
+    reached = RunResult.reached_target.is_(True)
+    agg = _counted(
+        filters,
+        Run.config_key.label("config_key"),
+        func.min(Run.task).label("task"),
+        func.min(Run.architecture).label("architecture"),
+        func.count().label("n_runs"),
+        func.count().filter(reached).label("n_reached"),
+        func.count().filter(RunResult.outcome == "diverged").label("n_diverged"),
+        # steps_to_target is NULL exactly when the target was not reached.
+        func.sum(RunResult.steps_to_target).label("steps_sum"),
+        func.avg(RunResult.steps_to_target).label("steps_reached_mean"),
+        _variance(session, RunResult.steps_to_target).label("steps_var"),
+        func.avg(RunResult.final_loss).label("final_loss_mean"),
+        _variance(session, RunResult.final_loss).label("final_loss_var"),
+        func.avg(RunResult.test_accuracy).label("test_accuracy_mean"),
+        func.avg(RunResult.plateau_fraction).label("plateau_fraction_mean"),
+        func.min(Run.id).label("any_run_id"),
+        func.max(RunResult.created_at).label("last_result_at"),
+    ).group_by(Run.config_key)
+    a = agg.subquery("agg")
+
+    # The budget is part of the key, so any one run of the configuration knows it.
+    any_run = Run.__table__.alias("any_run")
+    budget = any_run.c.config["budget"]["steps"].as_integer()
+    n_censored = a.c.n_runs - a.c.n_reached
+    columns: dict[str, ColumnElement[Any]] = {
+        "steps": _ratio(func.coalesce(a.c.steps_sum, 0) + n_censored * budget, a.c.n_runs),
+        "steps_reached": a.c.steps_reached_mean,
+        "reached_rate": _ratio(a.c.n_reached, a.c.n_runs),
+        "final_loss": a.c.final_loss_mean,
+        "test_accuracy": a.c.test_accuracy_mean,
+        "plateau_fraction": a.c.plateau_fraction_mean,
+        "divergence_rate": _ratio(a.c.n_diverged, a.c.n_runs),
+        "n_runs": a.c.n_runs,
+    }
+    direction = order or METRICS[metric]
+    primary = columns[metric].asc() if direction == "asc" else columns[metric].desc()
+    query = (
+        select(
+            a,
+            budget.label("budget_steps"),
+            n_censored.label("n_censored"),
+            *(c.label(f"rank_{name}") for name, c in columns.items()),
+            func.count().over().label("total"),
+        )
+        .join(any_run, any_run.c.id == a.c.any_run_id)
+        .order_by(
+            primary.nulls_last(),
+            a.c.final_loss_mean.asc().nulls_last(),
+            a.c.config_key,
+        )
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = session.execute(query).mappings().all()
+    # count(*) OVER () rides along with the page; past the last page, count separately.
+    total = rows[0]["total"] if rows else session.scalar(select(func.count()).select_from(a))
+    page = [_row(r) for r in rows]
+    _add_details(session=session, filters=filters, page=page)
+    return page, total or 0
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return {
+        "config_key": r["config_key"],
+        "task": r["task"],
+        "architecture": r["architecture"],
+        "n_runs": r["n_runs"],
+        "n_reached": r["n_reached"],
+        "n_censored": r["n_censored"],
+        "n_diverged": r["n_diverged"],
+        "budget_steps": r["budget_steps"],
+        "steps_censored_mean": r["rank_steps"],
+        "steps_reached_mean": _float(r["steps_reached_mean"]),
+        "steps_reached_std": _std(r["steps_var"]),
+        "reached_rate": r["rank_reached_rate"],
+        "final_loss_mean": r["final_loss_mean"],
+        "final_loss_std": _std(r["final_loss_var"]),
+        "test_accuracy_mean": r["test_accuracy_mean"],
+        "plateau_fraction_mean": r["plateau_fraction_mean"],
+        "divergence_rate": r["rank_divergence_rate"],
+        "last_result_at": r["last_result_at"],
+    }
+
+
+def _float(value: Any) -> float | None:
+    # Postgres' avg of an integer column is a Decimal.
+    return None if value is None else float(value)
+
+
+def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any]]) -> None:
+    """Seeds, sweeps, software, verdict counts and the best runs of the page's rows only."""
+    keys = [row["config_key"] for row in page]
+    if not keys:
+        return
+    f = filters
+    in_page = Run.config_key.in_(keys)
+    by_key = {row["config_key"]: row for row in page}
+
+    details = _counted(
+        f,
+        Run.config_key,
+        func.count(Run.config_hash.distinct()).label("n_seeds"),
+        func.count(Run.sweep_id.distinct()).label("n_sweeps"),
+        func.min(RunResult.torch_version).label("torch_min"),
+        func.max(RunResult.torch_version).label("torch_max"),
+        func.min(RunResult.device).label("device_min"),
+        func.max(RunResult.device).label("device_max"),
+    ).where(in_page)
+    for r in session.execute(details.group_by(Run.config_key)).mappings():
+        row = by_key[r["config_key"]]
+        row["n_seeds"] = r["n_seeds"]
+        row["n_sweeps"] = r["n_sweeps"]
+        row["torch_versions"] = _span(r["torch_min"], r["torch_max"])
+        row["devices"] = _span(r["device_min"], r["device_max"])
+
+    verdict = RunResult.diagnosis["verdict"].as_string()
+    for row in page:
+        row["verdicts"] = {}
+    verdicts = _counted(f, Run.config_key, verdict.label("verdict"), func.count().label("n"))
+    for key, name, n in session.execute(
+        verdicts.where(in_page).group_by(Run.config_key, verdict).order_by(Run.config_key, verdict)
+    ):
+        by_key[key]["verdicts"][name or "none"] = n
+
+    # Runs of each configuration, best first: reached before censored, fewer steps, lower loss.
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=Run.config_key,
+            order_by=(
+                RunResult.reached_target.desc(),
+                RunResult.steps_to_target.asc().nulls_last(),
+                RunResult.final_loss.asc().nulls_last(),
+                Run.id,
+            ),
+        )
+        .label("place")
+    )
+    ranked = _counted(f, Run.config_key, Run.id.label("run_id"), rank).where(in_page).subquery()
+    for row in page:
+        row["run_ids"] = []
+    for key, run_id in session.execute(
+        select(ranked.c.config_key, ranked.c.run_id)
+        .where(ranked.c.place <= MAX_RUN_IDS)
+        .order_by(ranked.c.config_key, ranked.c.place)
+    ):
+        by_key[key]["run_ids"].append(run_id)
+
+    best = {row["run_ids"][0]: row for row in page}
+    for run_id, config in session.execute(select(Run.id, Run.config).where(Run.id.in_(list(best)))):
+        best[run_id]["best_run_id"] = run_id
+        best[run_id]["config"] = {k: v for k, v in config.items() if k != "seed"}
+
+
+def _span(lo: str | None, hi: str | None) -> str | None:
+    if lo is None:
+        return hi
+    return lo if lo == hi else f"{lo} … {hi}"

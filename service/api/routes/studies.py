@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from sqlalchemy import func, select
+
+from db.models import Study
+from service import studies
+from service.api.deps import SessionDep, SettingsDep
+from service.study_spec import StudySpec
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+
+def get_study(study_id: int, session: SessionDep) -> Study:
+    row = session.get(Study, study_id)
+    if row is None:
+        raise HTTPException(404, f"study {study_id} not found")
+    return row
+
+
+StudyDep = Annotated[Study, Depends(get_study)]
+
+
+@router.post("", status_code=201)
+def create_study(
+    spec: StudySpec, session: SessionDep, settings: SettingsDep, request: Request
+) -> dict[str, Any]:
+    row = studies.create_study(session=session, spec=spec, settings=settings)
+    return {
+        "id": row.id,
+        "trials": spec.n_trials,
+        "sweep_id": row.sweep_id,
+        "optuna_study_name": row.optuna_study_name,
+        "url": str(request.url_for("read_study", study_id=row.id)),
+    }
+
+
+@router.get("")
+def read_studies(
+    session: SessionDep, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)
+) -> dict[str, Any]:
+    count = session.scalar(select(func.count()).select_from(Study)) or 0
+    rows = session.scalars(
+        select(Study).order_by(Study.id.desc()).offset(offset).limit(limit)
+    ).all()
+    data = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "owner": r.owner,
+            "state": r.state,
+            "optuna_study_name": r.optuna_study_name,
+            "sweep_id": r.sweep_id,
+            "created_at": r.created_at,
+        }
+        for r in rows
+    ]
+    return {"data": data, "count": count}
+
+
+@router.get("/{study_id}")
+def read_study(row: StudyDep, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    return studies.describe(session=session, row=row, url=settings.database_url)
+
+
+@router.post("/{study_id}/cancel")
+def cancel_study(row: StudyDep, session: SessionDep) -> dict[str, Any]:
+    if row.state == "running":
+        studies.cancel(session=session, study=row)
+    return {"id": row.id, "state": row.state}

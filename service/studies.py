@@ -1,0 +1,405 @@
+"""Optuna studies whose trials are ordinary runs.
+
+One execution path: `advance` (called from every dispatcher tick) asks Optuna for new
+trials while fewer than `parallelism` are in flight, and enqueues each as a run of the
+study's sweep, tagged with the study and trial number. The same dispatcher and workers
+execute it. When the run ends, `advance` tells Optuna its objective values (or PRUNED /
+FAIL). The run's lease is the only liveness mechanism: a trial whose worker dies is
+retried through the queue up to max_attempts, then failed, and never left RUNNING.
+
+Optuna's RDBStorage lives in the same database, so `optuna-dashboard $DATABASE_URL` and
+`optuna.load_study(study_name=..., storage=DATABASE_URL)` see the same trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from db import queue
+from db.models import Run, RunResult, Study, Sweep, utcnow
+from db.optuna_storage import optuna_storage
+from db.session import get_engine, session_scope
+from service.settings import Settings
+from service.study_spec import StudySpec, objective_values
+from service.sweeps import software_versions
+from workers.trial import make_pruner as worker_pruner
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TERMINAL = ("succeeded", "failed", "diverged", "cancelled")
+
+
+def make_sampler(spec: StudySpec, n_asked: int) -> optuna.samplers.BaseSampler:
+    """Samplers are not persisted: each ask re-creates one, seeded by (seed, trials so far)
+    so that a study is reproducible and consecutive asks do not repeat the same draw."""
+    seed = spec.sampler.seed + n_asked
+    name = spec.sampler.name
+    if name == "tpe":
+        # constant_liar: in-flight trials count as bad, so parallel asks spread out (optuna#1547)
+        return optuna.samplers.TPESampler(
+            seed=seed, constant_liar=True, n_startup_trials=min(10, max(2, spec.n_trials // 4))
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.GridSampler(grid_space(spec), seed=spec.sampler.seed)
+
+
+def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
+    space, points = spec.search_space, spec.sampler.grid_points
+
+    def geometric(r: Any) -> list[float]:
+        return [r.low * (r.high / r.low) ** (i / (points - 1)) for i in range(points)]
+
+    grid: dict[str, list[Any]] = {
+        "init": list(space.init),
+        "grad_clip": [c or "none" for c in space.grad_clip],
+        "normalization": list(space.normalization),
+    }
+    if space.init_scale:
+        grid["init_scale"] = geometric(space.init_scale)
+    if any(space.grad_clip):
+        grid["grad_clip_threshold"] = geometric(space.grad_clip_threshold)
+    if space.lr:
+        grid["lr"] = geometric(space.lr)
+    if space.optimizer:
+        grid["optimizer"] = list(space.optimizer)
+    return grid
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    return worker_pruner(spec.pruner.model_dump(), spec.fixed.budget.steps)
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Sample one point of the search space (define-by-run: the clip threshold only exists
+    when clipping is on)."""
+    space = spec.search_space
+    params: dict[str, Any] = {"init": trial.suggest_categorical("init", list(space.init))}
+    if space.init_scale:
+        params["init_scale"] = trial.suggest_float(
+            "init_scale", space.init_scale.low, space.init_scale.high, log=True
+        )
+    clip = trial.suggest_categorical("grad_clip", [c or "none" for c in space.grad_clip])
+    params["grad_clip"] = clip
+    if clip != "none":
+        r = space.grad_clip_threshold
+        params["grad_clip_threshold"] = trial.suggest_float(
+            "grad_clip_threshold", r.low, r.high, log=True
+        )
+    params["normalization"] = trial.suggest_categorical("normalization", list(space.normalization))
+    if space.lr:
+        params["lr"] = trial.suggest_float("lr", space.lr.low, space.lr.high, log=True)
+    if space.optimizer:
+        params["optimizer"] = trial.suggest_categorical("optimizer", list(space.optimizer))
+    return params
+
+
+def load(spec: StudySpec, row: Study, url: str, n_asked: int = 0) -> optuna.Study:
+    return optuna.load_study(
+        study_name=row.optuna_study_name,
+        storage=optuna_storage(url),
+        sampler=make_sampler(spec, n_asked),
+        pruner=make_pruner(spec),
+    )
+
+
+def create_study(*, session: Session, spec: StudySpec, settings: Settings) -> Study:
+    """The Optuna study, then the study row and its sweep (which collects the trial runs).
+
+    Optuna writes through its own connection, so it goes first, before `session` takes
+    SQLite's write lock; if our rows then fail, the Optuna study is deleted again.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", spec.name.lower()).strip("-")[:60]
+    name = f"plateau-{uuid.uuid4().hex[:8]}-{slug}"
+    storage = optuna_storage(settings.database_url)
+    optuna.create_study(
+        study_name=name, storage=storage, directions=["minimize"] * len(spec.objectives)
+    )
+    try:
+        sweep = queue.enqueue_sweep(
+            session=session,
+            name=f"study: {spec.name}",
+            owner=spec.owner,
+            spec=spec.model_dump(mode="json"),
+            runs=[],
+            source="study",
+            software=software_versions(),
+        )
+        row = Study(
+            name=spec.name,
+            owner=spec.owner,
+            optuna_study_name=name,
+            sweep_id=sweep.id,
+            spec=spec.model_dump(mode="json"),
+        )
+        session.add(row)
+        session.flush()
+    except Exception:
+        optuna.delete_study(study_name=name, storage=storage)
+        raise
+    return row
+
+
+@contextmanager
+def advancing(url: str, study_id: int) -> Iterator[bool]:
+    """True while this process may advance the study: a Postgres advisory lock, so two
+    dispatchers never ask for the same study's trials at once. SQLite runs one dispatcher."""
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(7411, :id)"), {"id": study_id})
+        held = bool(got.scalar())
+        try:
+            yield held
+        finally:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(7411, :id)"), {"id": study_id})
+            conn.commit()
+
+
+def advance_all(settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        ids = session.scalars(select(Study.id).where(Study.state == "running")).all()
+    for study_id in ids:
+        with advancing(settings.database_url, study_id) as mine:
+            if mine:
+                advance(settings, study_id)
+
+
+def advance(settings: Settings, study_id: int) -> None:
+    """Tell Optuna about finished trial runs, ask for new ones, close the study when done."""
+    url = settings.database_url
+    with session_scope(url) as session:
+        row = session.get(Study, study_id)
+        assert row is not None
+        spec = StudySpec.model_validate(row.spec)
+        runs = {
+            r.trial_number: (r.status, _result_dict(r.result))
+            for r in session.scalars(select(Run).where(Run.study_id == study_id)).all()
+        }
+    study = load(spec, row, url)
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.state != optuna.trial.TrialState.RUNNING:
+            continue
+        status, result = runs.get(trial.number, ("missing", None))
+        if status == "missing":  # asked, but the run was never enqueued (a crash between)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        elif status in TERMINAL:
+            _tell(study, trial.number, spec, status, result)
+    in_flight = sum(1 for s, _ in runs.values() if s not in TERMINAL)
+    asked = len(trials)
+    while row.state == "running" and asked < spec.n_trials and in_flight < spec.parallelism:
+        study = load(spec, row, url, n_asked=asked)
+        trial = study.ask()
+        params = suggest(trial, spec)
+        config = spec.to_run_config(params)
+        with session_scope(url) as session:
+            queue.enqueue_trial_run(
+                session=session,
+                sweep_id=row.sweep_id,
+                study_id=study_id,
+                trial_number=trial.number,
+                config=config.model_dump(mode="json"),
+                config_hash=config.config_hash(),
+                config_key=config.config_key(),
+                max_attempts=spec.max_attempts or settings.max_attempts,
+            )
+        asked += 1
+        in_flight += 1
+    if asked >= spec.n_trials and in_flight == 0 and row.state == "running":
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            with session_scope(url) as session:
+                session.get(Study, study_id).state = "finished"  # type: ignore[union-attr]
+                session.get(Study, study_id).finished_at = utcnow()  # type: ignore[union-attr]
+
+
+def _result_dict(result: RunResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {
+        "final_loss": result.final_loss,
+        "steps_to_target": result.steps_to_target,
+        "plateau_fraction": result.plateau_fraction,
+        "pruned_step": result.pruned_step,
+    }
+
+
+def _tell(
+    study: optuna.Study, number: int, spec: StudySpec, status: str, result: dict[str, Any] | None
+) -> None:
+    state = optuna.trial.TrialState
+    if status in ("failed", "cancelled"):
+        study.tell(number, state=state.FAIL)
+    elif result is not None and result.get("pruned_step") is not None:
+        study.tell(number, state=state.PRUNED)
+    else:
+        values = objective_values(spec, result, status)
+        study.tell(number, values if len(values) > 1 else values[0])
+
+
+def cancel(*, session: Session, study: Study) -> None:
+    study.state = "cancelled"
+    study.finished_at = utcnow()
+    queue.cancel_sweep(session=session, sweep_id=study.sweep_id)
+
+
+def trial_context(url: str, study_id: int) -> dict[str, Any] | None:
+    """What a worker needs to report intermediate values, or None when nothing prunes."""
+    with session_scope(url) as session:
+        row = session.get(Study, study_id)
+        if row is None:
+            return None
+        spec = StudySpec.model_validate(row.spec)
+        if spec.pruner.name == "none":
+            return None
+        return {
+            "study_name": row.optuna_study_name,
+            "pruner": spec.pruner.model_dump(),
+            "budget_steps": spec.fixed.budget.steps,
+            "report_every": max(1, spec.fixed.budget.steps // 20),
+        }
+
+
+def describe(*, session: Session, row: Study, url: str) -> dict[str, Any]:
+    """The study as the API shows it: state, trials with run ids, best trial or Pareto front,
+    parameter importances (with at least 4 complete trials)."""
+    spec = StudySpec.model_validate(row.spec)
+    study = optuna.load_study(study_name=row.optuna_study_name, storage=optuna_storage(url))
+    run_ids = dict(
+        session.execute(select(Run.trial_number, Run.id).where(Run.study_id == row.id)).all()
+    )
+    trials = [
+        {
+            "number": t.number,
+            "params": t.params,
+            "state": t.state.name.lower(),
+            "values": t.values,
+            "value": t.values[0] if t.values and len(t.values) == 1 else None,
+            "run_id": run_ids.get(t.number),
+            "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    complete = [t for t in trials if t["state"] == "complete"]
+    view: dict[str, Any] = {
+        "id": row.id,
+        "name": row.name,
+        "owner": row.owner,
+        "state": row.state,
+        "optuna_study_name": row.optuna_study_name,
+        "sweep_id": row.sweep_id,
+        "objective": spec.objectives,
+        "n_trials": spec.n_trials,
+        "parallelism": spec.parallelism,
+        "created_at": row.created_at,
+        "finished_at": row.finished_at,
+        "trials": trials,
+        "best_trial": None,
+        "pareto_front": None,
+        "importances": None,
+    }
+    by_number = {t["number"]: t for t in trials}
+    if complete and spec.multi_objective:
+        view["pareto_front"] = [by_number[t.number] for t in study.best_trials]
+    elif complete:
+        view["best_trial"] = by_number[study.best_trial.number]
+    if len(complete) >= 4:
+        try:
+            view["importances"] = optuna.importance.get_param_importances(
+                study, target=(lambda t: t.values[0]) if spec.multi_objective else None
+            )
+        except (RuntimeError, ValueError) as e:  # e.g. a single distinct value per param
+            view["importances"] = {"unavailable": str(e)}
+    return view
+
+
+def sweep_of(session: Session, row: Study) -> Sweep | None:
+    return session.get(Sweep, row.sweep_id)
+
+
+def censored_mean_steps(results: list[dict[str, Any] | None], budget: int) -> float:
+    """Mean steps to target over runs, counting a run that never reached it at the budget."""
+    steps = [
+        r["steps_to_target"] if r and r.get("steps_to_target") is not None else budget
+        for r in results
+    ]
+    return sum(steps) / len(steps) if steps else math.nan
+
+
+def confirm(*, settings: Settings, study_id: int) -> tuple[dict[str, Any], int]:
+    """Queue the best trial's setting and the baseline on the spec's fresh `confirm_seeds`,
+    as one sweep; returns (best params, sweep id). Multi-objective: the first Pareto trial."""
+    url = settings.database_url
+    with session_scope(url) as session:
+        row = session.get(Study, study_id)
+        assert row is not None
+        spec = StudySpec.model_validate(row.spec)
+        view = describe(session=session, row=row, url=url)
+    best = view["best_trial"] or (view["pareto_front"] or [None])[0]
+    if best is None:
+        raise ValueError(f"study {study_id} has no complete trial to confirm")
+    configs = [spec.to_run_config(best["params"], seed=s) for s in spec.confirm_seeds]
+    configs += [spec.baseline_config(seed=s) for s in spec.confirm_seeds]
+    with session_scope(url) as session:
+        sweep = queue.enqueue_sweep(
+            session=session,
+            name=f"confirm: {spec.name}",
+            owner=spec.owner,
+            spec={
+                "study_id": study_id,
+                "best_trial": best["number"],
+                "params": best["params"],
+                "seeds": spec.confirm_seeds,
+            },
+            runs=[(c.model_dump(mode="json"), c.config_hash(), c.config_key()) for c in configs],
+            max_attempts=settings.max_attempts,
+            source="study-confirm",
+            software=software_versions(),
+        )
+        return best["params"], sweep.id
+
+
+def confirmation_summary(*, session: Session, sweep_id: int, budget: int) -> dict[str, Any]:
+    """Mean steps-to-target (censored at the budget) of the best setting vs the baseline."""
+    from db.queries import results_of_sweep
+
+    rows = results_of_sweep(session=session, sweep_id=sweep_id)
+    half = len(rows) // 2
+    groups = {"best": rows[:half], "baseline": rows[half:]}
+    summary: dict[str, Any] = {}
+    for name, group in groups.items():
+        results = [_result_dict(res) for _, res in group]
+        summary[name] = {
+            "seeds": [run.config["seed"] for run, _ in group],
+            "mean_steps_to_target": censored_mean_steps(results, budget),
+            "reached": sum(1 for r in results if r and r["steps_to_target"] is not None),
+            "mean_final_loss": _mean([r["final_loss"] for r in results if r]),
+        }
+    summary["speedup"] = (
+        summary["baseline"]["mean_steps_to_target"] / summary["best"]["mean_steps_to_target"]
+    )
+    return summary
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None

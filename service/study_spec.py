@@ -1,0 +1,275 @@
+"""The study spec: an Optuna search over initialization, clipping, normalization (and
+optionally lr and optimizer) for a fixed task and architecture.
+
+Field names are the API's contract: name, task, architecture, fixed, search_space,
+objective, n_trials, parallelism, sampler, pruner. Every trial becomes an ordinary run
+(service/studies.py); `to_run_config` is the one place trial parameters become a config.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from workers.config import (
+    ArchConfig,
+    Budget,
+    DefaultInit,
+    InitConfig,
+    Normalization,
+    OptimizerConfig,
+    PlateauThresholds,
+    ProbeSpec,
+    RunConfig,
+    Target,
+    TaskConfig,
+    compatibility_problem,
+)
+
+MAX_TRIALS = 500
+INIT_NAMES = (
+    "default",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "lecun_normal",
+    "orthogonal",
+    "normal",
+    "uniform",
+)
+OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+Objective = Literal["steps_to_target", "plateau_fraction", "final_loss"]
+SINGLE_OBJECTIVE_SAMPLERS = {"cmaes"}
+
+
+def _named(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class LogRange(BaseModel):
+    """A log-uniform range [low, high] with 0 < low < high; written as a 2-list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            if len(v) != 2:
+                raise ValueError(f"a range is [low, high]; got {len(v)} values")
+            return {"low": v[0], "high": v[1]}
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogRange:
+        if not self.low < self.high:
+            raise ValueError(f"empty or inverted range [{self.low}, {self.high}]: need low < high")
+        return self
+
+
+class SearchSpace(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    init: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    init_scale: LogRange | None = None
+    grad_clip: list[Literal["norm", "value"] | None] = Field(
+        default_factory=lambda: [None], min_length=1
+    )
+    grad_clip_threshold: LogRange = Field(default_factory=lambda: LogRange(low=0.1, high=10.0))
+    normalization: list[Normalization] = Field(default_factory=lambda: ["none"], min_length=1)
+    lr: LogRange | None = None
+    optimizer: list[str] | None = Field(None, min_length=1)
+
+    @field_validator("init")
+    @classmethod
+    def _known_inits(cls, v: list[str]) -> list[str]:
+        unknown = [n for n in v if n not in INIT_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown init {unknown[0]!r}; expected one of: " + ", ".join(INIT_NAMES)
+            )
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizers(cls, v: list[str] | None) -> list[str] | None:
+        unknown = [n for n in v or [] if n not in OPTIMIZER_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown optimizer {unknown[0]!r}; expected one of: " + ", ".join(OPTIMIZER_NAMES)
+            )
+        return v
+
+
+class Fixed(BaseModel):
+    """Settings every trial shares; `init` is also the baseline the best trial is compared to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    optimizer: OptimizerConfig
+    budget: Budget = Field(default_factory=Budget)
+    target: Target = Field(default_factory=Target)
+    plateau: PlateauThresholds = Field(default_factory=PlateauThresholds)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)
+    init: InitConfig = Field(default_factory=DefaultInit)
+    normalization: Normalization = "none"
+    seed: int = Field(0, ge=0, lt=2**31)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _init_short(cls, v: Any) -> Any:
+        return _named(v)
+
+
+class SamplerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"
+    seed: int = Field(0, ge=0, lt=2**31)
+    grid_points: int = Field(4, ge=2, le=50, description="values per range for the grid sampler")
+
+
+class PrunerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["none", "median", "hyperband"] = "none"
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(0, ge=0)
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    owner: str = Field("anonymous", min_length=1, max_length=200)
+    task: TaskConfig
+    architecture: ArchConfig
+    fixed: Fixed
+    search_space: SearchSpace
+    objective: Objective | list[Objective] = "steps_to_target"
+    n_trials: int = Field(20, ge=1, le=MAX_TRIALS)
+    parallelism: int = Field(2, ge=1, le=64)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    confirm_seeds: list[int] = Field(
+        default_factory=lambda: [1, 2, 3],
+        min_length=1,
+        max_length=20,
+        description="fresh seeds on which the best trial is re-run against the baseline",
+    )
+    max_attempts: int | None = Field(None, ge=1, le=20)
+
+    @field_validator("task", "architecture", mode="before")
+    @classmethod
+    def _short(cls, v: Any) -> Any:
+        return _named(v)
+
+    @field_validator("objective")
+    @classmethod
+    def _distinct(cls, v: Objective | list[Objective]) -> Objective | list[Objective]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a multi-objective list needs distinct objectives")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        for norm in self.search_space.normalization:
+            problem = compatibility_problem(self.task.name, self.architecture.name, norm)
+            if problem:
+                raise ValueError(f"search_space.normalization '{norm}': {problem}")
+        if self.multi_objective:
+            if self.sampler.name in SINGLE_OBJECTIVE_SAMPLERS:
+                raise ValueError(
+                    f"sampler '{self.sampler.name}' is single-objective; with several "
+                    "objectives use one of: tpe, random, grid, nsga2"
+                )
+            if self.pruner.name != "none":
+                raise ValueError(
+                    "pruner: Optuna cannot prune multi-objective studies; use pruner {name: none}"
+                )
+        return self
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def to_run_config(self, params: dict[str, Any], *, seed: int | None = None) -> RunConfig:
+        """The run of one trial: fixed settings overridden by the sampled parameters."""
+        fixed = self.fixed
+        init: dict[str, Any] = {"name": params.get("init", fixed.init.name)}
+        if init["name"] == fixed.init.name:
+            init = fixed.init.model_dump()  # keep its std / bound / mode
+        if "init_scale" in params:
+            init["scale"] = params["init_scale"]
+        optimizer = fixed.optimizer.model_dump()
+        if "optimizer" in params and params["optimizer"] != optimizer["name"]:
+            optimizer = {
+                "name": params["optimizer"],
+                "lr": optimizer["lr"],
+                "schedule": optimizer["schedule"],
+            }
+        if "lr" in params:
+            optimizer["lr"] = params["lr"]
+        clip = params.get("grad_clip", "none")
+        return RunConfig.model_validate(
+            {
+                "task": self.task,
+                "architecture": self.architecture,
+                "normalization": params.get("normalization", fixed.normalization),
+                "init": init,
+                "optimizer": optimizer,
+                "grad_clip": None
+                if clip in (None, "none")
+                else {"mode": clip, "threshold": params["grad_clip_threshold"]},
+                "seed": fixed.seed if seed is None else seed,
+                "budget": fixed.budget,
+                "target": fixed.target,
+                "plateau": fixed.plateau,
+                "probes": fixed.probes,
+                "device": fixed.device,
+                "dtype": fixed.dtype,
+            }
+        )
+
+    def baseline_config(self, *, seed: int) -> RunConfig:
+        """The fixed settings alone (the 'default' the search is compared against)."""
+        return self.to_run_config({}, seed=seed)
+
+
+def objective_values(spec: StudySpec, result: dict[str, Any] | None, status: str) -> list[float]:
+    """Objective values (all minimized) of a finished trial run.
+
+    steps_to_target is censored at the budget: a run that never reaches the target scores
+    budget * (1 + log1p(final_loss / target)), so it ranks behind every run that did and
+    among the censored by how far it got; a diverged run scores as the worst censored one.
+    """
+    budget = spec.fixed.budget.steps
+    target = spec.fixed.target.loss
+    values = []
+    for objective in spec.objectives:
+        diverged = status == "diverged" or result is None or result.get("final_loss") is None
+        final = math.inf if diverged else float(result["final_loss"])  # type: ignore[index]
+        if objective == "steps_to_target":
+            if (
+                not diverged
+                and result
+                and result.get("steps_to_target") is not None
+                and result.get("pruned_step") is None
+            ):
+                values.append(float(result["steps_to_target"]))
+            else:
+                values.append(budget * (1 + min(math.log1p(final / target), 20.0)))
+        elif objective == "plateau_fraction":
+            values.append(1.0 if diverged else float(result["plateau_fraction"]))  # type: ignore[index]
+        else:
+            values.append(1e12 if diverged else final)
+    return values
