@@ -23,6 +23,7 @@ page's keys alone, through the `config_key` index.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -64,43 +65,84 @@ class Filters:
     device: str | None = None
 
 
-def _where(f: Filters) -> list[ColumnElement[bool]]:
-    clauses: list[ColumnElement[bool]] = [
+# Copies of the run's grouping columns on run_result (written with the result), which make
+# the ranking one scan of one narrow covering index instead of a join of two wide tables
+# (benchmarks/README.md has both measured). Used when the schema has them.
+DENORMALIZED = ("config_key", "task", "architecture", "sweep_id", "budget_steps", "verdict")
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """Where the columns of one counted run live: run ⋈ run_result, or run_result alone."""
+
+    join: bool
+    config_key: Any
+    task: Any
+    architecture: Any
+    sweep_id: Any
+    run_id: Any
+    verdict: Any
+    budget_steps: Any  # None: read config.budget.steps from one run of the group
+
+
+def _facts(*, denormalized: bool | None = None) -> _Facts:
+    c = RunResult.__table__.c
+    if denormalized is None:
+        denormalized = all(name in c for name in DENORMALIZED)
+    if denormalized:
+        return _Facts(
+            join=False,
+            config_key=c.config_key,
+            task=c.task,
+            architecture=c.architecture,
+            sweep_id=c.sweep_id,
+            run_id=c.run_id,
+            verdict=c.verdict,
+            budget_steps=c.budget_steps,
+        )
+    return _Facts(
+        join=True,
+        config_key=Run.config_key,
+        task=Run.task,
+        architecture=Run.architecture,
+        sweep_id=Run.sweep_id,
+        run_id=Run.id,
+        verdict=RunResult.diagnosis["verdict"].as_string(),
+        budget_steps=None,
+    )
+
+
+def _counted(f: Filters, x: _Facts, *columns: Any) -> Select[Any]:
+    """SELECT columns FROM the runs that count under the filters."""
+    where: list[ColumnElement[bool]] = [
         RunResult.outcome.in_(COUNTED_OUTCOMES),
         RunResult.pruned_step.is_(None),
     ]
     if f.task is not None:
-        clauses.append(Run.task == f.task)
+        where.append(x.task == f.task)
     if f.architecture is not None:
-        clauses.append(Run.architecture == f.architecture)
+        where.append(x.architecture == f.architecture)
     if f.since is not None:
-        clauses.append(RunResult.created_at >= f.since)
+        where.append(RunResult.created_at >= f.since)
     if f.sweep_id is not None:
-        clauses.append(Run.sweep_id == f.sweep_id)
+        where.append(x.sweep_id == f.sweep_id)
     if f.torch_version is not None:
-        clauses.append(RunResult.torch_version == f.torch_version)
+        where.append(RunResult.torch_version == f.torch_version)
     if f.device is not None:
-        clauses.append(RunResult.device == f.device)
+        where.append(RunResult.device == f.device)
     if f.owner is not None:
-        clauses.append(Run.sweep_id.in_(select(Sweep.id).where(Sweep.owner == f.owner)))
-    return clauses
-
-
-def _counted(f: Filters, *columns: Any) -> Select[Any]:
-    """SELECT columns FROM the runs that count under the filters."""
-    return (
-        select(*columns)
-        .select_from(Run)
-        .join(RunResult, RunResult.run_id == Run.id)
-        .where(and_(*_where(f)))
-    )
+        where.append(x.sweep_id.in_(select(Sweep.id).where(Sweep.owner == f.owner)))
+    query = select(*columns).select_from(RunResult)
+    if x.join:
+        query = query.join(Run, Run.id == RunResult.run_id)
+    return query.where(and_(*where))
 
 
 def _variance(session: Session, x: Any) -> ColumnElement[Any]:
     """Sample variance of x in one pass (NULL below two values)."""
     if session.get_bind().dialect.name == "postgresql":
         return func.var_samp(x)
-    # SQLite has no variance aggregate: E[x²]-E[x]² form, clamped at 0 by the caller.
+    # SQLite has no variance aggregate: the E[x²]-E[x]² form, clamped at 0 by _std.
     n = func.count(x)
     return case(
         (n > 1, (func.sum(x * x) - func.sum(x) * func.sum(x) / cast(n, Float)) / (n - 1)),
@@ -130,35 +172,48 @@ def leaderboard(
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of: {', '.join(METRICS)}")
     if session.get_bind().dialect.name == "postgresql":
-        # The aggregate's planner cost crosses jit_above_cost at ~50k runs, and compiling
-        # it costs more (50-100 ms) than running it; this query never profits from JIT.
+        # At ~50k runs the aggregate's planner cost crosses jit_above_cost, and compiling it
+        # costs more (50-100 ms) than running it: this query never profits from JIT.
         session.execute(text("SET LOCAL jit = off"))
 
+    x = _facts()
     reached = RunResult.reached_target.is_(True)
+    steps = cast(RunResult.steps_to_target, Float)
     agg = _counted(
         filters,
-        Run.config_key.label("config_key"),
-        func.min(Run.task).label("task"),
-        func.min(Run.architecture).label("architecture"),
+        x,
+        x.config_key.label("config_key"),
+        func.min(x.task).label("task"),
+        func.min(x.architecture).label("architecture"),
         func.count().label("n_runs"),
         func.count().filter(reached).label("n_reached"),
         func.count().filter(RunResult.outcome == "diverged").label("n_diverged"),
-        # steps_to_target is NULL exactly when the target was not reached.
-        func.sum(RunResult.steps_to_target).label("steps_sum"),
-        func.avg(RunResult.steps_to_target).label("steps_reached_mean"),
-        _variance(session, RunResult.steps_to_target).label("steps_var"),
+        # steps_to_target is NULL exactly when the target was not reached. As a float: the
+        # numeric aggregates Postgres picks for integers cost a third of the query.
+        func.sum(steps).label("steps_sum"),
+        func.avg(steps).label("steps_reached_mean"),
+        _variance(session, steps).label("steps_var"),
         func.avg(RunResult.final_loss).label("final_loss_mean"),
         _variance(session, RunResult.final_loss).label("final_loss_var"),
         func.avg(RunResult.test_accuracy).label("test_accuracy_mean"),
         func.avg(RunResult.plateau_fraction).label("plateau_fraction_mean"),
-        func.min(Run.id).label("any_run_id"),
         func.max(RunResult.created_at).label("last_result_at"),
-    ).group_by(Run.config_key)
+        (func.min(x.run_id) if x.budget_steps is None else func.max(x.budget_steps)).label(
+            "budget_or_run"
+        ),
+    ).group_by(x.config_key)
     a = agg.subquery("agg")
 
-    # The budget is part of the key, so any one run of the configuration knows it.
-    any_run = Run.__table__.alias("any_run")
-    budget = any_run.c.config["budget"]["steps"].as_integer()
+    if x.budget_steps is None:
+        # The budget is part of the key, so any one run of the configuration knows it.
+        any_run = Run.__table__.alias("any_run")
+        budget: Any = (
+            select(any_run.c.config["budget"]["steps"].as_integer())
+            .where(any_run.c.id == a.c.budget_or_run)
+            .scalar_subquery()
+        )
+    else:
+        budget = a.c.budget_or_run
     n_censored = a.c.n_runs - a.c.n_reached
     columns: dict[str, ColumnElement[Any]] = {
         "steps": _ratio(func.coalesce(a.c.steps_sum, 0) + n_censored * budget, a.c.n_runs),
@@ -180,12 +235,7 @@ def leaderboard(
             *(c.label(f"rank_{name}") for name, c in columns.items()),
             func.count().over().label("total"),
         )
-        .join(any_run, any_run.c.id == a.c.any_run_id)
-        .order_by(
-            primary.nulls_last(),
-            a.c.final_loss_mean.asc().nulls_last(),
-            a.c.config_key,
-        )
+        .order_by(primary.nulls_last(), a.c.final_loss_mean.asc().nulls_last(), a.c.config_key)
         .offset(offset)
         .limit(limit)
     )
@@ -230,12 +280,16 @@ def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any
     keys = [row["config_key"] for row in page]
     if not keys:
         return
-    f = filters
+    # Restricted to a page of keys, the join through ix_run_config_key is cheap in either
+    # layout. A key implies its task and architecture, so those filters would only cost.
+    f = dataclasses.replace(filters, task=None, architecture=None)
+    x = _facts(denormalized=False)
     in_page = Run.config_key.in_(keys)
     by_key = {row["config_key"]: row for row in page}
 
     details = _counted(
         f,
+        x,
         Run.config_key,
         func.count(Run.config_hash.distinct()).label("n_seeds"),
         func.count(Run.sweep_id.distinct()).label("n_sweeps"),
@@ -251,10 +305,10 @@ def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any
         row["torch_versions"] = _span(r["torch_min"], r["torch_max"])
         row["devices"] = _span(r["device_min"], r["device_max"])
 
-    verdict = RunResult.diagnosis["verdict"].as_string()
+    verdict = x.verdict
     for row in page:
         row["verdicts"] = {}
-    verdicts = _counted(f, Run.config_key, verdict.label("verdict"), func.count().label("n"))
+    verdicts = _counted(f, x, Run.config_key, verdict.label("verdict"), func.count().label("n"))
     for key, name, n in session.execute(
         verdicts.where(in_page).group_by(Run.config_key, verdict).order_by(Run.config_key, verdict)
     ):
@@ -274,7 +328,7 @@ def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any
         )
         .label("place")
     )
-    ranked = _counted(f, Run.config_key, Run.id.label("run_id"), rank).where(in_page).subquery()
+    ranked = _counted(f, x, Run.config_key, Run.id.label("run_id"), rank).where(in_page).subquery()
     for row in page:
         row["run_ids"] = []
     for key, run_id in session.execute(
