@@ -35,8 +35,10 @@ def small(**changes) -> dict:
 
 def count(url: str) -> tuple[int, int]:
     with session_scope(url) as s:
-        return (s.scalar(select(func.count()).select_from(Study)),
-                s.scalar(select(func.count()).select_from(Sweep)))
+        return (
+            s.scalar(select(func.count()).select_from(Study)),
+            s.scalar(select(func.count()).select_from(Sweep)),
+        )
 
 
 BAD = [
@@ -46,8 +48,12 @@ BAD = [
     ("unknown init", {"init": ["glorot"]}, "init", "expected one of: default"),
     ("unknown normalization", {"normalization": ["groupnorm"]}, "normalization", "batchnorm"),
     ("unknown optimizer", {"optimizer": ["sgd", "lion"]}, "optimizer", "adagrad"),
-    ("normalization the architecture refuses", {"normalization": ["batchnorm"]}, "body",
-     "not offered for architecture 'deep_linear'"),
+    (
+        "normalization the architecture refuses",
+        {"normalization": ["batchnorm"]},
+        "body",
+        "not offered for architecture 'deep_linear'",
+    ),
 ]
 
 
@@ -59,31 +65,43 @@ def client(migrated_url):
 
 
 @pytest.mark.parametrize("what,space,loc,message", BAD, ids=[b[0] for b in BAD])
-def test_bad_search_spaces_are_422_and_write_nothing(client, migrated_url, what, space, loc,
-                                                     message):
+def test_bad_search_spaces_are_422_and_write_nothing(
+    client, migrated_url, what, space, loc, message
+):
     spec = small()
     spec["search_space"] = spec["search_space"] | space
     r = client.post("/api/v1/studies", json=spec)
     assert r.status_code == 422, r.text
-    assert any(loc in ".".join(map(str, e["loc"])) and message in e["msg"]
-               for e in r.json()["detail"]), r.json()
+    assert any(
+        loc in ".".join(map(str, e["loc"])) and message in e["msg"] for e in r.json()["detail"]
+    ), r.json()
     assert count(migrated_url) == (0, 0)
 
 
-@pytest.mark.parametrize("changes,loc,message", [
-    ({"n_trials": 10_000}, "n_trials", "less than or equal to 500"),
-    ({"objective": ["steps_to_target", "plateau_fraction"], "sampler": {"name": "cmaes"}},
-     "body", "single-objective"),
-    ({"objective": ["steps_to_target", "plateau_fraction"], "pruner": {"name": "median"}},
-     "body", "cannot prune multi-objective"),
-    ({"objective": "accuracy"}, "objective", "steps_to_target"),
-    ({"parallelism": 0}, "parallelism", "greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "changes,loc,message",
+    [
+        ({"n_trials": 10_000}, "n_trials", "less than or equal to 500"),
+        (
+            {"objective": ["steps_to_target", "plateau_fraction"], "sampler": {"name": "cmaes"}},
+            "body",
+            "single-objective",
+        ),
+        (
+            {"objective": ["steps_to_target", "plateau_fraction"], "pruner": {"name": "median"}},
+            "body",
+            "cannot prune multi-objective",
+        ),
+        ({"objective": "accuracy"}, "objective", "steps_to_target"),
+        ({"parallelism": 0}, "parallelism", "greater than or equal to 1"),
+    ],
+)
 def test_bad_study_settings_are_422(client, migrated_url, changes, loc, message):
     r = client.post("/api/v1/studies", json=small(**changes))
     assert r.status_code == 422
-    assert any(loc in ".".join(map(str, e["loc"])) and message in e["msg"]
-               for e in r.json()["detail"]), r.json()
+    assert any(
+        loc in ".".join(map(str, e["loc"])) and message in e["msg"] for e in r.json()["detail"]
+    ), r.json()
     assert count(migrated_url) == (0, 0)
 
 
@@ -119,19 +137,20 @@ def test_the_search_finds_an_init_five_times_faster_than_the_default(local_ray, 
 
     dispatcher.run(until=lambda: state() == "finished", timeout=400)
     _, sweep_id = studies.confirm(settings=settings, study_id=study_id)
-    dispatcher.run(until=lambda: statuses_of(sqlite_url, sweep_id) == {"succeeded": 6},
-                   timeout=200)
+    dispatcher.run(until=lambda: statuses_of(sqlite_url, sweep_id) == {"succeeded": 6}, timeout=200)
     with session_scope(sqlite_url) as s:
-        summary = studies.confirmation_summary(session=s, sweep_id=sweep_id,
-                                               budget=spec.fixed.budget.steps)
+        summary = studies.confirmation_summary(
+            session=s, sweep_id=sweep_id, budget=spec.fixed.budget.steps
+        )
     assert summary["best"]["reached"] == 3
     assert summary["speedup"] >= 5, summary
 
 
 def statuses_of(url: str, sweep_id: int) -> dict[str, int]:
     with session_scope(url) as s:
-        rows = s.execute(select(Run.status, func.count()).where(Run.sweep_id == sweep_id)
-                         .group_by(Run.status)).all()
+        rows = s.execute(
+            select(Run.status, func.count()).where(Run.sweep_id == sweep_id).group_by(Run.status)
+        ).all()
     return dict(rows)
 
 
@@ -144,12 +163,17 @@ def test_parallel_trials_survive_a_killed_dispatcher(pg_migrated_url, local_ray,
     settings = Settings(database_url=pg_migrated_url)
     with TestClient(create_app(settings, dispatch=False)) as client:
         body = client.post("/api/v1/studies", json=spec).json()
-        env = {"DATABASE_URL": pg_migrated_url, "RAY_ADDRESS": local_ray,
-               "PLATEAU_LEASE_SECONDS": "4", "PLATEAU_POLL_SECONDS": "0.2"}
+        env = {
+            "DATABASE_URL": pg_migrated_url,
+            "RAY_ADDRESS": local_ray,
+            "PLATEAU_LEASE_SECONDS": "4",
+            "PLATEAU_POLL_SECONDS": "0.2",
+        }
         first = start(["dispatcher"], env, tmp_path / "first.log")
         try:
-            wait_for(lambda: statuses(pg_migrated_url).get("running", 0) >= 1, 120,
-                     "a running trial")
+            wait_for(
+                lambda: statuses(pg_migrated_url).get("running", 0) >= 1, 120, "a running trial"
+            )
             time.sleep(1.0)
         finally:
             os.killpg(first.pid, signal.SIGKILL)  # the driver dies: Ray kills its tasks
@@ -158,8 +182,11 @@ def test_parallel_trials_survive_a_killed_dispatcher(pg_migrated_url, local_ray,
         assert killed.get("running", 0) >= 1, killed
         second = start(["dispatcher"], env, tmp_path / "second.log")
         try:
-            wait_for(lambda: client.get(f"/api/v1/studies/{body['id']}").json()["state"]
-                     == "finished", 300, "the study to finish")
+            wait_for(
+                lambda: client.get(f"/api/v1/studies/{body['id']}").json()["state"] == "finished",
+                300,
+                "the study to finish",
+            )
         finally:
             stop(second)
         view = client.get(f"/api/v1/studies/{body['id']}").json()
@@ -175,5 +202,6 @@ def test_parallel_trials_survive_a_killed_dispatcher(pg_migrated_url, local_ray,
     # plain Optuna sees what the API reports
     loaded = optuna.load_study(study_name=view["optuna_study_name"], storage=pg_migrated_url)
     assert [(t.number, t.state.name.lower(), t.values) for t in loaded.trials] == [
-        (t["number"], t["state"], t["values"]) for t in trials]
+        (t["number"], t["state"], t["values"]) for t in trials
+    ]
     assert not [t for t in loaded.trials if t.state == optuna.trial.TrialState.RUNNING]
