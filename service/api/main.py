@@ -7,11 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from db.errors import DBError, SchemaNotCurrent
 from db.migrate import ensure_current
 from service.api.routes import health, runs, studies, sweeps
+from service.api.routes import leaderboard
 from service.settings import Settings, get_settings
+from service.web import routes as web
 
 API_PREFIX = "/api/v1"
 
@@ -40,6 +43,9 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
+    app.include_router(leaderboard.router, prefix=API_PREFIX)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     app.include_router(studies.router, prefix=API_PREFIX)
 
     @app.exception_handler(DBError)

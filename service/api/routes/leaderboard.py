@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from service.api.deps import SessionDep
+from service.reports import (
+    LeaderboardCsvQuery,
+    LeaderboardPublic,
+    LeaderboardQuery,
+    leaderboard_csv,
+    leaderboard_page,
+)
+
+router = APIRouter(tags=["leaderboard"])
+
+
+@router.get("/leaderboard")
+def read_leaderboard(
+    query: Annotated[LeaderboardQuery, Query()], session: SessionDep
+) -> LeaderboardPublic:
+    """Configurations (a config without its seed) ranked by `metric`, aggregated over their
+    finished runs: see db/leaderboard.py for what counts and how censoring is handled."""
+    return leaderboard_page(session=session, query=query)
+
+
+@router.get("/leaderboard.csv", response_class=PlainTextResponse)
+def read_leaderboard_csv(
+    query: Annotated[LeaderboardCsvQuery, Query()], session: SessionDep
+) -> PlainTextResponse:
+    """The same rows as CSV (header line first); every row unless `limit` is given."""
+    page = leaderboard_page(session=session, query=query)
+    return PlainTextResponse(
+        leaderboard_csv(page.data),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'inline; filename="leaderboard.csv"'},
+    )
