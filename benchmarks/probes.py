@@ -13,7 +13,7 @@ Ritz value after m steps, the power method's Rayleigh quotient after m products)
 wall time of a run stopped right there (best of interleaved repeats). It also reports what
 each method's own stopping rule returns (PyHessian's tol=1e-3 test; Lanczos' residual test,
 tol=1e-3), the cost of one HVP (both methods) relative to one gradient on the same data, and
-the wall time of ``run_probes`` with its defaults.
+the wall time of ``run_probes`` with its defaults (float32 and a float64 copy).
 
     python benchmarks/probes.py [--samples 1500] [--seeds 5] [--steps 300]
 
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workers.probes import run_probes  # noqa: E402
-from workers.probes.hvp import HVP, METHODS, make_hvp, random_vector  # noqa: E402
+from workers.probes.hvp import HVP, make_hvp, random_vector  # noqa: E402
 from workers.probes.lanczos import lanczos  # noqa: E402
 from workers.probes.power import power_iteration  # noqa: E402
 
@@ -159,9 +159,17 @@ def compare(hvp: HVP, reference: float, seed: int, budget: int, repeats: int) ->
     return out
 
 
+# HVP variants timed against one gradient: (label, make_hvp keyword arguments).
+VARIANTS = (
+    ("double_backward (cached graph, default)", {"method": "double_backward", "cache_graph": True}),
+    ("double_backward (fresh graph)", {"method": "double_backward", "cache_graph": False}),
+    ("forward_over_reverse", {"method": "forward_over_reverse"}),
+)
+
+
 def hvp_cost(model: nn.Module, x: Tensor, y: Tensor, repeats: int) -> dict[str, float]:
-    """Milliseconds per gradient and per HVP (each method) on the same data, and the ratios."""
-    hvps = [make_hvp(model, nn.CrossEntropyLoss(), x, y, method=m) for m in METHODS]
+    """Milliseconds per gradient and per HVP (each variant) on the same data, and the ratios."""
+    hvps = [make_hvp(model, nn.CrossEntropyLoss(), x, y, **kw) for _, kw in VARIANTS]
     v = random_vector(hvps[0].dim, seed=0, like=hvps[0])
     calls = 10
 
@@ -175,12 +183,12 @@ def hvp_cost(model: nn.Module, x: Tensor, y: Tensor, repeats: int) -> dict[str, 
         return run
 
     fns = [many(hvps[0].gradient)] + [many(lambda h=h: h(v)) for h in hvps]
-    wall_times(fns, 2)  # warm-up
+    wall_times(fns, 2)  # warm-up (and the cached variant records its graph)
     best = wall_times(fns, 3 * repeats)
     out = {"gradient_ms": 1e3 * best[0] / calls}
-    for method, seconds in zip(METHODS, best[1:], strict=True):
-        out[f"{method}_ms"] = 1e3 * seconds / calls
-        out[f"{method}_per_gradient"] = seconds / best[0]
+    for (label, _), seconds in zip(VARIANTS, best[1:], strict=True):
+        out[f"{label} ms"] = 1e3 * seconds / calls
+        out[f"{label} per gradient"] = seconds / best[0]
     return out
 
 
@@ -204,7 +212,14 @@ def main() -> None:
     hvp = make_hvp(model, nn.CrossEntropyLoss(), x, y)
     runs = [compare(hvp, reference, seed, args.budget, args.repeats) for seed in range(args.seeds)]
     cost = hvp_cost(model, x, y, args.repeats)
-    probe_s = wall_times([lambda: run_probes(model, nn.CrossEntropyLoss(), x, y)], args.repeats)[0]
+    model64, x64 = _copy(model).double(), x.double()
+    probe_s, probe_s64 = wall_times(
+        [
+            lambda: run_probes(model, nn.CrossEntropyLoss(), x, y),
+            lambda: run_probes(model64, nn.CrossEntropyLoss(), x64, y),
+        ],
+        args.repeats,
+    )
 
     machine = (
         f"{platform.machine()} {platform.processor() or ''}".strip()
@@ -262,12 +277,15 @@ def main() -> None:
     )
     print("\nHVP cost on the same data (float32):")
     print(f"  gradient {cost['gradient_ms']:.2f} ms")
-    for method in METHODS:
+    for label, _ in VARIANTS:
         print(
-            f"  {method:<22} {cost[f'{method}_ms']:.2f} ms = "
-            f"{cost[f'{method}_per_gradient']:.2f} x gradient"
+            f"  {label:<40} {cost[f'{label} ms']:.2f} ms = "
+            f"{cost[f'{label} per gradient']:.2f} x gradient"
         )
-    print(f"\nrun_probes with defaults: {probe_s:.2f} s (best of {args.repeats})")
+    print(
+        f"\nrun_probes with defaults: {probe_s:.2f} s in float32, {probe_s64:.2f} s in float64"
+        f" (best of {args.repeats})"
+    )
 
     print(
         json.dumps(
@@ -281,7 +299,7 @@ def main() -> None:
                 "pyhessian_rule": own_p,
                 "lanczos_rule": own_l,
                 "hvp_cost": cost,
-                "run_probes_seconds": probe_s,
+                "run_probes_seconds": {"float32": probe_s, "float64": probe_s64},
                 "per_seed": runs,
             }
         )

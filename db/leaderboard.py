@@ -7,8 +7,9 @@ count: runs with a result whose outcome is `succeeded` or `diverged`. Runs that 
 stopped early (`pruned_step`) are incomplete; both are left out.
 
 Steps-to-target is right-censored: a run that never reached the target (including a
-diverged one) has no value. Following AlgoPerf's convention of charging an unfinished run
-the whole budget, the ranking metric `steps` counts such a run at its budget,
+diverged one) has no value. Dropping such runs would rank a configuration that reaches the
+target once in five seeds above one that always does; time-to-result benchmarks (AlgoPerf)
+charge them instead. The ranking metric `steps` counts such a run at its budget,
 `config.budget.steps` (one value per configuration: the budget is part of the key):
 
     steps = (Σ steps_to_target over reached runs + n_censored · budget) / n_runs
@@ -36,7 +37,7 @@ from db.models import Run, RunResult, Sweep
 
 Order = Literal["asc", "desc"]
 
-# metric name -> (column of the ranking query, natural direction)
+# ranking metric -> its better direction (the default order)
 METRICS: dict[str, Order] = {
     "steps": "asc",  # censored-aware mean steps-to-target (default)
     "steps_reached": "asc",  # mean over the runs that reached the target
@@ -172,8 +173,8 @@ def leaderboard(
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of: {', '.join(METRICS)}")
     if session.get_bind().dialect.name == "postgresql":
-        # At ~50k runs the aggregate's planner cost crosses jit_above_cost, and compiling it
-        # costs more (50-100 ms) than running it: this query never profits from JIT.
+        # With a few 100k runs the aggregate's planner cost crosses jit_above_cost, and JIT
+        # compilation (tens of ms) would cost more than it saves on a query this short.
         session.execute(text("SET LOCAL jit = off"))
 
     x = _facts()
@@ -348,3 +349,18 @@ def _span(lo: str | None, hi: str | None) -> str | None:
     if lo is None:
         return hi
     return lo if lo == hi else f"{lo} … {hi}"
+
+
+def devices_of_sweep(*, session: Session, sweep_id: int) -> list[str]:
+    """The devices the sweep's recorded results ran on (for its page)."""
+    return [
+        d
+        for d in session.scalars(
+            select(RunResult.device)
+            .join(Run, Run.id == RunResult.run_id)
+            .where(Run.sweep_id == sweep_id, RunResult.device.is_not(None))
+            .distinct()
+            .order_by(RunResult.device)
+        )
+        if d
+    ]

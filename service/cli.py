@@ -400,5 +400,76 @@ def db_upgrade() -> None:
     console.print(f"schema at {settings.database_url} is current")
 
 
+@app.command()
+def leaderboard(
+    task: str = typer.Option(None, help="e.g. digits"),
+    architecture: str = typer.Option(None, help="e.g. mlp"),
+    metric: str = typer.Option(
+        "steps",
+        help="steps (censored at the budget), steps_reached, "
+        "reached_rate, final_loss, test_accuracy, plateau_fraction, "
+        "divergence_rate, n_runs",
+    ),
+    order: str = typer.Option(None, help="asc or desc (default: the better end first)"),
+    since: str = typer.Option(None, help="only results since this ISO date"),
+    sweep: int = typer.Option(None, help="only runs of this sweep"),
+    owner: str = typer.Option(None, help="only sweeps of this owner"),
+    torch_version: str = typer.Option(None, help="only runs on this torch version"),
+    device: str = typer.Option(None, help="cpu or cuda"),
+    limit: int = typer.Option(20, help="rows to show"),
+    url: str = typer.Option(None, help="a plateau service; default: read DATABASE_URL"),
+) -> None:
+    """Configurations ranked over their seeds: the ranking of GET /api/v1/leaderboard."""
+    params = {k: v for k, v in locals().items() if k != "url" and v is not None}
+    from db.errors import DBError
+    from service import reports
+
+    try:
+        query = reports.LeaderboardQuery.model_validate(params)
+    except ValidationError as e:
+        raise fail(format_validation_error(e).replace("invalid spec", "invalid option")) from e
+    if url:
+        body = _request("GET", f"{url}/api/v1/leaderboard", params=query.params()).json()
+    else:
+        try:
+            body = reports.leaderboard_from_db(get_settings().database_url, query)
+        except DBError as e:
+            raise fail(str(e)) from e
+    shown = f"{len(body['data'])} of {body['count']} configurations"
+    console.print(reports.leaderboard_table(body["data"], f"leaderboard by {metric}: {shown}"))
+
+
+@app.command()
+def plot(
+    run_id: int = typer.Argument(..., metavar="RUN_ID"),
+    out: str = typer.Option(".", "-o", "--out", help="directory for the figures"),
+    fmt: str = typer.Option("svg", "--format", help="svg, png or pdf"),
+    url: str = typer.Option(None, help="a plateau service; default: read DATABASE_URL"),
+) -> None:
+    """Write a run's figures (loss with plateaus, gradient norms, lr and clipping, Hessian
+    spectrum, slices, surface, interpolation) as files for papers and reports."""
+    from pathlib import Path
+
+    from db.errors import DBError
+    from service import reports
+
+    if fmt not in ("svg", "png", "pdf"):
+        raise fail(f"unknown format {fmt!r}; expected one of: svg, png, pdf")
+    if url:
+        detail = _request("GET", f"{url}/api/v1/runs/{run_id}").json()
+        probes = _request("GET", f"{url}/api/v1/runs/{run_id}/probes").json()["data"]
+    else:
+        try:
+            detail, probes = reports.run_from_db(get_settings().database_url, run_id)
+        except (LookupError, DBError) as e:
+            raise fail(str(e).strip("'\"")) from e
+    try:
+        paths = reports.write_figures(detail, probes, Path(out), fmt=fmt)  # type: ignore[arg-type]
+    except ImportError as e:
+        raise fail(f"plateau plot needs matplotlib ({e}); pip install matplotlib") from e
+    for path in paths:
+        console.print(str(path))
+
+
 if __name__ == "__main__":
     app()

@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -173,6 +174,7 @@ CSV_COLUMNS = (
     "config_key",
     "task",
     "architecture",
+    "architecture_detail",
     "normalization",
     "optimizer",
     "init",
@@ -202,15 +204,18 @@ CSV_COLUMNS = (
 
 
 def leaderboard_csv(rows: list[LeaderboardRow]) -> str:
-    """A header line, then one line per configuration. Floats are written with repr, so they
-    read back equal to the JSON's; verdicts as `name=n;name=n`; empty means none."""
+    """A header line, then one line per configuration: the JSON's fields, with the short axis
+    names of `summary` flattened (`architecture_detail` is summary.architecture). Floats are
+    written with repr, so they read back equal to the JSON's; verdicts as `name=n;name=n`;
+    an empty cell means none."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         fields = row.model_dump(mode="json")
         fields.update(
-            {k: row.summary[k] for k in ("architecture", "normalization", "optimizer", "init")},
+            {k: row.summary[k] for k in ("normalization", "optimizer", "init")},
+            architecture_detail=row.summary["architecture"],
             grad_clip=row.summary["grad_clip"] or "none",
             verdicts=";".join(f"{k}={v}" for k, v in sorted(row.verdicts.items())),
         )
@@ -233,42 +238,28 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
-    right = {"rank", "runs", "seeds", "best run"}
-    for col in (
-        "rank",
-        "task",
-        "architecture",
-        "norm",
-        "optimizer",
-        "init",
-        "clip",
-        "runs",
-        "seeds",
-        "steps→target",
-        "final loss",
-        "test acc",
-        "plateau %",
-        "diverged %",
-        "verdicts",
-        "best run",
-    ):
-        table.add_column(col, justify="right" if col in right else "left")
+    tasks = {r["task"] for r in rows}
+    columns = ["rank"] + (["task"] if len(tasks) > 1 else [])
+    columns += ["architecture", "norm", "optimizer", "init", "clip", "runs/seeds"]
+    columns += ["steps→target", "final loss", "test acc", "plateau %", "div %"]
+    columns += ["verdicts", "best run"]
+    for col in columns:
+        right = col in ("rank", "runs/seeds", "best run")
+        table.add_column(col, justify="right" if right else "left", overflow="fold")
     for r in rows:
         s = r["summary"]
         loss = _num(r["final_loss_mean"])
         if r["final_loss_std"] is not None:
             loss += f" ± {_num(r['final_loss_std'], '.2g')}"
         plateau = r["plateau_fraction_mean"]
-        table.add_row(
-            str(r["rank"]),
-            r["task"],
+        cells = [str(r["rank"])] + ([r["task"]] if len(tasks) > 1 else [])
+        cells += [
             s["architecture"],
             s["normalization"],
             s["optimizer"],
             s["init"],
             s["grad_clip"] or "none",
-            str(r["n_runs"]),
-            str(r["n_seeds"]),
+            f"{r['n_runs']}/{r['n_seeds']}",
             steps_text(r),
             loss,
             _num(r["test_accuracy_mean"], ".3f"),
@@ -276,8 +267,19 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str) -> Any:
             _num(100 * r["divergence_rate"], ".0f"),
             ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items())),
             str(r["best_run_id"]),
-        )
+        ]
+        table.add_row(*cells)
     return table
+
+
+def leaderboard_from_db(url: str, query: LeaderboardQuery) -> dict[str, Any]:
+    """The JSON of GET /api/v1/leaderboard, read from the database (the CLI without --url)."""
+    from db.migrate import ensure_current
+    from db.session import session_scope
+
+    ensure_current(url, migrate=False)
+    with session_scope(url) as session:
+        return leaderboard_page(session=session, query=query).model_dump(mode="json")
 
 
 # --- a run's figures ---------------------------------------------------------------------
@@ -304,10 +306,17 @@ def run_document(*, session: Session, run_id: int) -> tuple[dict[str, Any], list
     return detail.model_dump(mode="json"), probes
 
 
+def run_from_db(url: str, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from db.migrate import ensure_current
+    from db.session import session_scope
+
+    ensure_current(url, migrate=False)
+    with session_scope(url) as session:
+        return run_document(session=session, run_id=run_id)
+
+
 def _present(xs: list[Any], ys: list[Any]) -> tuple[list[float], list[float]]:
-    pairs = [
-        (x, y) for x, y in zip(xs, ys, strict=False) if y is not None and math.isfinite(y)
-    ]
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None and math.isfinite(y)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -337,7 +346,7 @@ def write_figures(
     )
 
     def save(fig: Any, name: str) -> None:
-        fig.suptitle(title, fontsize=8)
+        fig.suptitle(textwrap.fill(title, 100), fontsize=7)
         fig.tight_layout()
         path = out_dir / f"run{detail['id']}_{name}.{fmt}"
         fig.savefig(path, dpi=150)
@@ -351,8 +360,9 @@ def write_figures(
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(*_present(steps, c["loss"]), lw=1, label="train (minibatch)")
     ax.plot(*_present(steps, c["eval_loss"]), "o-", ms=3, lw=1, label="test")
-    for seg in (result.get("plateaus") or {}).get("segments", []):
-        ax.axvspan(seg["start"], seg["end"], color="orange", alpha=0.2, lw=0)
+    for i, seg in enumerate((result.get("plateaus") or {}).get("segments", [])):
+        label = "plateau" if i == 0 else None
+        ax.axvspan(seg["start"], seg["end"], color="orange", alpha=0.2, lw=0, label=label)
     target = detail["config"]["target"]["loss"]
     ax.axhline(target, ls="--", color="gray", lw=0.8, label=f"target {target}")
     ax.set(xlabel="step", ylabel="loss", yscale="log")

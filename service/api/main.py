@@ -11,8 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from db.errors import DBError, SchemaNotCurrent
 from db.migrate import ensure_current
-from service.api.routes import health, runs, studies, sweeps
-from service.api.routes import leaderboard
+from service.api.routes import health, leaderboard, runs, studies, sweeps
 from service.settings import Settings, get_settings
 from service.web import routes as web
 

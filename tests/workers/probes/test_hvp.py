@@ -61,6 +61,24 @@ def test_hvp_equals_dense_hessian_times_v(device, method, batch_size):
         v = random_vector(hvp.dim, seed=seed, like=hvp)
         torch.testing.assert_close(hvp(v), dense @ v, rtol=1e-10, atol=1e-12)
     assert hvp.dim == 267 and hvp.count == 3 and hvp.mode == "eval"
+    # The graph is cached by default exactly when double backward runs on one chunk.
+    assert hvp.cache_graph == (method == "double_backward" and batch_size is None)
+
+
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_cached_graph_gives_the_same_hvp_and_follows_parameter_updates(device, batch_size):
+    model, (x, y), loss_fn = tanh_mlp(device), data(device), nn.CrossEntropyLoss()
+    cached = make_hvp(model, loss_fn, x, y, batch_size=batch_size, cache_graph=True)
+    fresh = make_hvp(model, loss_fn, x, y, batch_size=batch_size, cache_graph=False)
+    v = random_vector(cached.dim, seed=0, like=cached)
+    for _ in range(2):
+        torch.testing.assert_close(cached(v), fresh(v), rtol=1e-12, atol=1e-14)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)  # an in-place step: the cached graph is now stale
+    torch.testing.assert_close(
+        cached(v), dense_hessian(model, loss_fn, x, y) @ v, rtol=1e-10, atol=1e-12
+    )
 
 
 def test_gradient_and_loss_are_full_data(device):
@@ -138,6 +156,8 @@ def test_errors_name_the_bad_value():
     model.train()
     with pytest.raises(ProbeError, match="switched to train mode"):
         hvp(torch.zeros(267, dtype=torch.float64))
+    with pytest.raises(ProbeError, match="cache_graph=True needs method='double_backward'"):
+        make_hvp(model, loss_fn, x, y, method="forward_over_reverse", cache_graph=True)
     with pytest.raises(ProbeError, match="unknown vector kind 'uniform'"):
         random_vector(3, seed=0, kind="uniform")  # type: ignore[arg-type]
 

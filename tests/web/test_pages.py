@@ -1,0 +1,350 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright, against a live server
+(uvicorn on 127.0.0.1) over a database that holds a real finished sweep, trained in-process
+through the queue (claim -> workers.runner.execute) and probed at the end of each run.
+
+Without /usr/bin/chromium (apt-get install chromium) or the `playwright` package these tests
+skip; with PLATEAU_REQUIRE_BROWSER=1 (CI) they fail instead. PLATEAU_SCREENSHOTS=DIR saves
+the leaderboard and a run page there (docs/screenshots holds the committed ones).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from db import queue
+from db.migrate import upgrade
+from db.session import dispose_engines, session_scope
+from service.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("PLATEAU_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# 3 optimizers x 2 inits x 2 seeds on digits: converged, plateau/saddle and diverged runs,
+# with clipping (clip events) and an end-of-run probe (eigenvalues, density, slices).
+SPEC: dict[str, Any] = {
+    "name": "web-demo",
+    "owner": "ana",
+    "task": "digits",
+    "architectures": [{"name": "mlp", "depth": 2, "width": 32}],
+    "optimizers": [
+        {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        {"name": "adam", "lr": 0.003},
+        {"name": "sgd", "lr": 10000.0},  # diverges at once, so it is never probed
+    ],
+    "inits": ["default", {"name": "normal", "std": 0.01}],  # the small init sits on a plateau
+    "grad_clip": [1.0],
+    "seeds": [0, 1],
+    "budget": {"steps": 200, "batch_size": 64, "log_every": 2, "eval_every": 20},
+    "target": {"loss": 0.3},
+    "plateau": {"window": 20, "min_length": 30},
+    "probes": {
+        "at": ["end"],
+        "max_samples": 256,
+        "lanczos_steps": 20,
+        "hutchinson_vectors": 10,
+        "slq_steps": 15,
+    },
+}
+
+
+def browser_problem() -> str | None:
+    if importlib.util.find_spec("playwright") is None:
+        return "the `playwright` package is not installed (pip install playwright==1.65.2)"
+    if not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+    return None
+
+
+def require_browser() -> None:
+    problem = browser_problem()
+    if problem is None:
+        return
+    if os.environ.get("PLATEAU_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"a browser is required (PLATEAU_REQUIRE_BROWSER=1): {problem}")
+    pytest.skip(problem)
+
+
+def run_queued(url: str) -> list[str]:
+    """Train every queued run in this process, one claim at a time; their outcomes."""
+    from workers.runner import execute
+
+    outcomes = []
+    while True:
+        with session_scope(url) as s:
+            claims = queue.claim_runs(session=s, worker_id="web-test", limit=1, lease_seconds=300)
+        if not claims:
+            return outcomes
+        (c,) = claims
+        outcomes.append(
+            execute(
+                db_url=url,
+                run_id=c.run_id,
+                attempt=c.attempt,
+                config=c.config,
+                lease_seconds=300,
+            )
+        )
+
+
+def submit(url: str, spec: dict[str, Any]) -> int:
+    from service.spec import SweepSpec
+    from service.sweeps import submit_sweep
+
+    with session_scope(url) as s:
+        sweep = submit_sweep(
+            session=s, spec=SweepSpec.model_validate(spec), source="api", max_attempts=1
+        )
+        return sweep.id
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A live server on 127.0.0.1 over a database with one real finished sweep."""
+    require_browser()
+    import uvicorn
+
+    from service.api.main import create_app
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('web') / 'plateau.db'}"
+    upgrade(url)
+    sweep_id = submit(url, SPEC)
+    outcomes = run_queued(url)
+    assert sorted(outcomes) == ["diverged"] * 4 + ["succeeded"] * 8, outcomes
+
+    app = create_app(Settings(database_url=url), dispatch=False)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    yield {"base": base, "url": url, "sweep_id": sweep_id, "api": httpx.Client(base_url=base)}
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+    dispose_engines()
+
+
+@pytest.fixture(scope="module")
+def browser(site: dict[str, Any]) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, site: dict[str, Any]) -> Iterator[Any]:
+    """A fresh page that may reach the test server only, and must log no errors."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    elsewhere: list[str] = []
+    errors: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(site["base"]):
+            route.continue_()
+        else:  # a CDN, a font service, ...: the pages must work offline
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    tab = context.new_page()
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    yield tab
+    context.close()
+    assert not elsewhere, f"pages requested other hosts: {elsewhere}"
+    assert not errors, f"errors in the page: {errors}"
+
+
+def screenshot(tab: Any, name: str) -> None:
+    folder = os.environ.get("PLATEAU_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+# Geometry of what a plot drew, measured by the browser's layout engine.
+SERIES_GEOMETRY = """(id) => [...document.querySelectorAll(`#${id} path.series`)].map(p => {
+    const box = p.getBBox();
+    return {name: p.dataset.name, length: p.getTotalLength(),
+            points: (p.getAttribute('d').match(/[ML]/g) || []).length,
+            width: box.width, height: box.height};
+})"""
+
+
+def rows_on_page(tab: Any) -> list[str]:
+    return tab.eval_on_selector_all(
+        "#leaderboard tbody tr", "rows => rows.map(r => r.dataset.configKey)"
+    )
+
+
+def test_the_leaderboard_ranks_the_configurations_and_sorts_by_column(page, site):
+    api = site["api"]
+    page.goto(f"{site['base']}/?task=digits")
+    ranked = api.get("/api/v1/leaderboard", params={"task": "digits"}).json()
+    assert ranked["count"] == 6
+    assert rows_on_page(page) == [r["config_key"] for r in ranked["data"]]
+    first = page.locator("#leaderboard tbody tr").first
+    assert first.locator("td").first.inner_text() == "1"
+    assert "converged" in first.inner_text() and "2 / 2 seeds" in first.inner_text()
+    assert "diverged 2" in page.locator("#leaderboard tbody tr").last.inner_text()
+    screenshot(page, "leaderboard.png")
+
+    page.click("th a[data-metric=final_loss]")
+    page.wait_for_url("**metric=final_loss**")
+    by_loss = api.get("/api/v1/leaderboard", params={"task": "digits", "metric": "final_loss"})
+    assert rows_on_page(page) == [r["config_key"] for r in by_loss.json()["data"]]
+    page.click("th a[data-metric=final_loss]")  # again: the other direction
+    page.wait_for_url("**order=desc**")
+    desc = api.get(
+        "/api/v1/leaderboard",
+        params={"task": "digits", "metric": "final_loss", "order": "desc"},
+    ).json()["data"]
+    assert rows_on_page(page) == [r["config_key"] for r in desc]
+
+    page.fill("input[name=owner]", "nobody")
+    page.click("form#filters button[type=submit]")
+    page.wait_for_url("**owner=nobody**")
+    assert "No finished runs match" in page.inner_text("main")
+    page.fill("input[name=owner]", "ana")
+    page.select_option("select[name=device]", "cpu")
+    page.click("form#filters button[type=submit]")
+    page.wait_for_url("**owner=ana**")
+    assert len(rows_on_page(page)) == 6
+
+
+def test_a_run_reached_from_the_leaderboard_shows_its_evidence_and_plots(page, site):
+    page.goto(f"{site['base']}/?task=digits")
+    best = site["api"].get("/api/v1/leaderboard", params={"task": "digits"}).json()["data"][0]
+    page.locator("#leaderboard tbody tr").first.locator("a.best-run").click()
+    page.wait_for_url(f"**/runs/{best['best_run_id']}")
+    page.wait_for_selector("body[data-plots=ready]")
+    run = site["api"].get(f"/api/v1/runs/{best['best_run_id']}").json()
+    assert run["diagnosis"]["verdict"] == "converged"
+    assert page.inner_text("#verdict") == "converged"
+    assert "lambda_max" in page.inner_text("#evidence")
+
+    loss = {s["name"]: s for s in page.evaluate(SERIES_GEOMETRY, "plot-loss")}
+    train = loss["train (minibatch)"]
+    n_steps = len(run["curves"]["step"])
+    assert train["points"] == n_steps and train["length"] > 400
+    assert train["width"] > 300 and train["height"] > 100  # a falling curve, not a flat line
+    assert page.locator("#plot-loss .markers circle").count() >= 10  # test-set evaluations
+    grad = page.evaluate(SERIES_GEOMETRY, "plot-grad")
+    assert {g["name"] for g in grad} >= {"global"} and len(grad) >= 3  # global + layers
+    assert all(g["points"] == n_steps and g["length"] > 300 for g in grad)
+    clipped = sum(1 for c in run["curves"]["clipped"] if c)
+    assert clipped > 0 and page.locator("#plot-lr line.event").count() == clipped
+    assert page.locator("#plot-eig .markers circle").count() == 2  # λmax and λmin, one probe
+
+    density = page.evaluate(SERIES_GEOMETRY, "plot-density")
+    assert density[0]["points"] > 50 and density[0]["length"] > 300
+    slices = page.evaluate(SERIES_GEOMETRY, "plot-slices")
+    assert len(slices) == 3 and all(s["points"] == 21 for s in slices)
+    assert page.locator("#plot-surface rect.cell").count() == 11 * 11
+    assert page.locator("#plot-surface path.iso").count() >= 3
+    assert page.locator("#plot-surface polygon.marker").count() == 1
+    interp = page.evaluate(SERIES_GEOMETRY, "plot-interp")
+    assert interp[0]["points"] == 21 and interp[0]["height"] > 20
+    # a canvas-free check that pixels were painted: the SVG has a non-empty layout box
+    box = page.locator("#plot-surface svg").bounding_box()
+    assert box["width"] > 300 and box["height"] > 200
+    screenshot(page, "run.png")
+
+
+def test_a_run_on_a_plateau_has_its_segments_shaded(page, site):
+    api = site["api"]
+    runs = api.get(f"/api/v1/sweeps/{site['sweep_id']}/runs").json()["data"]
+    plateau = next(
+        r
+        for r in runs
+        if (api.get(f"/api/v1/runs/{r['id']}").json()["result"]["plateaus"] or {}).get("segments")
+    )
+    segments = api.get(f"/api/v1/runs/{plateau['id']}").json()["result"]["plateaus"]["segments"]
+    page.goto(f"{site['base']}/runs/{plateau['id']}")
+    page.wait_for_selector("body[data-plots=ready]")
+    bands = page.locator("#plot-loss rect.band")
+    assert bands.count() == len(segments)
+    widths = bands.evaluate_all("bs => bs.map(b => b.getBBox().width)")
+    assert all(w > 20 for w in widths), widths
+    assert page.locator("#segments tbody tr").count() == len(segments)
+
+
+def test_a_diverged_run_says_it_was_not_probed(page, site):
+    runs = site["api"].get(f"/api/v1/sweeps/{site['sweep_id']}/runs").json()["data"]
+    diverged = next(r for r in runs if r["status"] == "diverged")
+    page.goto(f"{site['base']}/runs/{diverged['id']}")
+    page.wait_for_selector("body[data-plots=ready]")
+    for plot in ("plot-eig", "plot-density", "plot-slices", "plot-surface", "plot-interp"):
+        assert "not probed" in page.inner_text(f"#{plot}")
+    assert "diverged" in page.inner_text("#verdict")
+    assert page.locator("#plot-loss .markers circle").count() >= 1  # its one logged step
+
+
+def test_the_sweep_page_shows_who_ran_it_and_follows_progress_live(page, site):
+    page.goto(f"{site['base']}/sweeps/{site['sweep_id']}")
+    facts = page.inner_text("dl.facts")
+    assert "ana" in facts and "torch" in facts and "ran on cpu" in facts
+    assert "100%" in page.inner_text("#progress-text")
+    assert page.locator("#runs tbody tr").count() == 12
+    page.locator("#runs tbody tr a").first.click()
+    page.wait_for_url("**/runs/*")
+    page.wait_for_selector("body[data-plots=ready]")
+
+    # A new sweep, still queued: its page updates while the runs train, without a reload.
+    small = SPEC | {
+        "name": "live",
+        "optimizers": [SPEC["optimizers"][1]],
+        "inits": ["default"],
+        "probes": {"at": []},
+    }
+    live = submit(site["url"], small)
+    page.goto(f"{site['base']}/sweeps/{live}")
+    assert page.inner_text("#sweep-status") == "queued"
+    assert run_queued(site["url"]) == ["succeeded", "succeeded"]
+    page.wait_for_function(
+        "document.getElementById('sweep-status').textContent === 'finished'", timeout=15_000
+    )
+    assert "succeeded 2" in page.inner_text("#progress-text")
+    assert page.locator("#runs [data-field=status]").all_inner_texts() == ["succeeded"] * 2
+
+
+def test_compare_overlays_the_loss_curves_of_several_runs(page, site):
+    runs = site["api"].get(f"/api/v1/sweeps/{site['sweep_id']}/runs").json()["data"]
+    ids = [r["id"] for r in runs if r["status"] == "succeeded"][:3]
+    page.goto(f"{site['base']}/compare?runs={','.join(map(str, ids))}")
+    page.wait_for_selector("body[data-plots=ready]")
+    curves = page.evaluate(SERIES_GEOMETRY, "plot-loss")
+    assert [c["name"] for c in curves] == [f"run {i}" for i in ids]
+    assert all(c["points"] > 50 and c["length"] > 300 for c in curves)
+    strokes = page.eval_on_selector_all(
+        "#plot-loss path.series", "ps => ps.map(p => p.getAttribute('stroke'))"
+    )
+    assert len(set(strokes)) == 3
