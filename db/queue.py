@@ -220,9 +220,10 @@ def complete_run(
         .where(Run.id == run_id, Run.attempts == attempt, Run.status == "running")
         # lease_owner stays: it names the dispatcher whose attempt produced the result.
         .values(status=outcome, finished_at=now, lease_expires_at=None, error=error)
+        .returning(Run.config_key, Run.task, Run.architecture, Run.sweep_id, Run.config)
         .execution_options(synchronize_session=False)
-    )
-    if updated.rowcount != 1:
+    ).first()
+    if updated is None:
         raise LeaseLost(run_id, attempt)
     # Curves and probes of attempts that lost their lease are not evidence for this result.
     session.execute(
@@ -237,6 +238,12 @@ def complete_run(
             outcome=outcome,
             device=environment.get("device"),
             torch_version=environment.get("torch"),
+            config_key=updated.config_key,
+            task=updated.task,
+            architecture=updated.architecture,
+            sweep_id=updated.sweep_id,
+            budget_steps=(updated.config.get("budget") or {}).get("steps"),
+            verdict=(result.get("diagnosis") or {}).get("verdict"),
             **result,
         )
     )
