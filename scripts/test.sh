@@ -15,10 +15,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 
-# System tools some tests drive (they skip without them): Debian's docker-compose v1 parses
-# docker-compose.yml without an engine. Installed when we may (root + apt), best effort.
+# System tools some tests drive: Debian's docker-compose v1 parses docker-compose.yml without
+# an engine; Debian's chromium is the browser of the page tests (driven by Playwright).
+# Installed when we may (root + apt).
 need=()
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${need[*]} (apt)"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
@@ -26,6 +28,8 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 
 fi
 
 export PLATEAU_REQUIRE_POSTGRES=1
+# Browser tests fail instead of skipping when the browser could be installed.
+[ -x /usr/bin/chromium ] && export PLATEAU_REQUIRE_BROWSER=1
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
