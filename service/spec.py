@@ -29,15 +29,12 @@ from workers.config import (
     Target,
     TaskConfig,
     compatibility_problem,
+    named_entry,
 )
 
 
 class SpecError(ValueError):
     """A spec file that cannot be read or parsed (the CLI prints it and exits 2)."""
-
-
-def _named(value: Any) -> Any:
-    return {"name": value} if isinstance(value, str) else value
 
 
 def grid_limit() -> int:
@@ -72,12 +69,12 @@ class SweepSpec(BaseModel):
     @field_validator("task", mode="before")
     @classmethod
     def _task_short(cls, v: Any) -> Any:
-        return _named(v)
+        return named_entry(v)
 
     @field_validator("architectures", "inits", mode="before")
     @classmethod
     def _names_short(cls, v: Any) -> Any:
-        return [_named(x) for x in v] if isinstance(v, list) else v
+        return [named_entry(x) for x in v] if isinstance(v, list) else v
 
     @field_validator("grad_clip", mode="before")
     @classmethod

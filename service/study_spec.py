@@ -26,27 +26,15 @@ from workers.config import (
     Target,
     TaskConfig,
     compatibility_problem,
+    named_entry,
+    names_of,
 )
 
 MAX_TRIALS = 500
-INIT_NAMES = (
-    "default",
-    "xavier_uniform",
-    "xavier_normal",
-    "kaiming_uniform",
-    "kaiming_normal",
-    "lecun_normal",
-    "orthogonal",
-    "normal",
-    "uniform",
-)
-OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+INIT_NAMES = names_of(InitConfig)
+OPTIMIZER_NAMES = names_of(OptimizerConfig)
 Objective = Literal["steps_to_target", "plateau_fraction", "final_loss"]
 SINGLE_OBJECTIVE_SAMPLERS = {"cmaes"}
-
-
-def _named(value: Any) -> Any:
-    return {"name": value} if isinstance(value, str) else value
 
 
 class LogRange(BaseModel):
@@ -125,7 +113,7 @@ class Fixed(BaseModel):
     @field_validator("init", mode="before")
     @classmethod
     def _init_short(cls, v: Any) -> Any:
-        return _named(v)
+        return named_entry(v)
 
 
 class SamplerSpec(BaseModel):
@@ -167,7 +155,7 @@ class StudySpec(BaseModel):
     @field_validator("task", "architecture", mode="before")
     @classmethod
     def _short(cls, v: Any) -> Any:
-        return _named(v)
+        return named_entry(v)
 
     @field_validator("objective")
     @classmethod

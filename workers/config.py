@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -456,6 +457,17 @@ def compatibility_problem(task: str, architecture: str, normalization: str) -> s
             f"'{architecture}'; expected one of: {', '.join(sorted(allowed))}"
         )
     return None
+
+
+def names_of(union: Any) -> tuple[str, ...]:
+    """The registry names of a discriminated union of config models (e.g. InitConfig)."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return tuple(m.model_fields["name"].default for m in members)
+
+
+def named_entry(value: Any) -> Any:
+    """An axis entry written short ("orthogonal") as its config document ({"name": ...})."""
+    return {"name": value} if isinstance(value, str) else value
 
 
 def config_hash(document: dict[str, Any]) -> str:

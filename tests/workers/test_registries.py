@@ -139,3 +139,13 @@ def test_unknown_names_list_the_valid_ones():
 def test_impossible_combinations_are_refused_at_validation(task, arch, why):
     with pytest.raises(ValueError, match=why):
         config(task=SMALL_TASKS[task], architecture=arch)
+
+
+def test_the_config_schemas_name_exactly_the_registered_entries():
+    """The API validates against workers.config's unions; the workers run the registries."""
+    from workers.config import ArchConfig, InitConfig, OptimizerConfig, TaskConfig, names_of
+
+    assert set(names_of(TaskConfig)) == set(TASKS)
+    assert set(names_of(ArchConfig)) == set(ARCHITECTURES)
+    assert set(names_of(InitConfig)) == set(INITS)
+    assert set(names_of(OptimizerConfig)) == set(OPTIMIZERS)
