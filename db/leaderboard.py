@@ -1,7 +1,7 @@
 """The leaderboard: one row per configuration, aggregated over its seeds (and sweeps) in SQL.
 
-A configuration is `run.config_key`: the hash of the resolved config without its seed, so
-the same setting pools across seeds, sweeps and nightly runs. Only finished measurements
+A configuration is `config_key`: the hash of the resolved config without its seed, so the
+same setting pools across seeds, sweeps and nightly runs. Only finished measurements
 count: runs with a result whose outcome is `succeeded` or `diverged`. Runs that `failed`
 (an exception, a missing GPU) say nothing about the configuration and runs a study's pruner
 stopped early (`pruned_step`) are incomplete; both are left out.
@@ -17,9 +17,13 @@ charge them instead. The ranking metric `steps` counts such a run at its budget,
 `steps_reached_mean/std` are over the runs that reached the target only, reported beside
 `n_censored` so a mean of two lucky seeds is not mistaken for a robust one.
 
-The ranking query is one GROUP BY over the filtered runs; everything shown only for the
-rows of a page (seeds, verdict counts, best run, software) is computed afterwards for that
-page's keys alone, through the `config_key` index.
+Everything the ranking needs is on `run_result`: the result's own columns and copies of its
+run's grouping facts (config_key, task, architecture, sweep_id, budget_steps, verdict),
+written by `db.queue.complete_run` with the result. The ranking query is then one GROUP BY
+over one narrow covering index (ix_run_result_leaderboard_task, or ix_run_result_leaderboard
+without a task filter) instead of a join of two wide tables; benchmarks/README.md has it
+measured. Everything shown only for the rows of a page (seeds, verdict counts, best run,
+software) is computed afterwards for that page's keys alone, through the `config_key` index.
 """
 
 from __future__ import annotations
@@ -66,77 +70,28 @@ class Filters:
     device: str | None = None
 
 
-# Copies of the run's grouping columns on run_result (written with the result), which make
-# the ranking one scan of one narrow covering index instead of a join of two wide tables
-# (benchmarks/README.md has both measured). Used when the schema has them.
-DENORMALIZED = ("config_key", "task", "architecture", "sweep_id", "budget_steps", "verdict")
-
-
-@dataclass(frozen=True)
-class _Facts:
-    """Where the columns of one counted run live: run ⋈ run_result, or run_result alone."""
-
-    join: bool
-    config_key: Any
-    task: Any
-    architecture: Any
-    sweep_id: Any
-    run_id: Any
-    verdict: Any
-    budget_steps: Any  # None: read config.budget.steps from one run of the group
-
-
-def _facts(*, denormalized: bool | None = None) -> _Facts:
-    c = RunResult.__table__.c
-    if denormalized is None:
-        denormalized = all(name in c for name in DENORMALIZED)
-    if denormalized:
-        return _Facts(
-            join=False,
-            config_key=c.config_key,
-            task=c.task,
-            architecture=c.architecture,
-            sweep_id=c.sweep_id,
-            run_id=c.run_id,
-            verdict=c.verdict,
-            budget_steps=c.budget_steps,
-        )
-    return _Facts(
-        join=True,
-        config_key=Run.config_key,
-        task=Run.task,
-        architecture=Run.architecture,
-        sweep_id=Run.sweep_id,
-        run_id=Run.id,
-        verdict=RunResult.diagnosis["verdict"].as_string(),
-        budget_steps=None,
-    )
-
-
-def _counted(f: Filters, x: _Facts, *columns: Any) -> Select[Any]:
-    """SELECT columns FROM the runs that count under the filters."""
+def _counted(f: Filters, *columns: Any) -> Select[Any]:
+    """SELECT columns FROM the results that count under the filters (run_result alone)."""
+    r = RunResult
     where: list[ColumnElement[bool]] = [
-        RunResult.outcome.in_(COUNTED_OUTCOMES),
-        RunResult.pruned_step.is_(None),
+        r.outcome.in_(COUNTED_OUTCOMES),
+        r.pruned_step.is_(None),
     ]
     if f.task is not None:
-        where.append(x.task == f.task)
+        where.append(r.task == f.task)
     if f.architecture is not None:
-        where.append(x.architecture == f.architecture)
+        where.append(r.architecture == f.architecture)
     if f.since is not None:
-        where.append(RunResult.created_at >= f.since)
+        where.append(r.created_at >= f.since)
     if f.sweep_id is not None:
-        where.append(x.sweep_id == f.sweep_id)
+        where.append(r.sweep_id == f.sweep_id)
     if f.torch_version is not None:
-        where.append(RunResult.torch_version == f.torch_version)
+        where.append(r.torch_version == f.torch_version)
     if f.device is not None:
-        where.append(RunResult.device == f.device)
+        where.append(r.device == f.device)
     if f.owner is not None:
-        where.append(x.sweep_id.in_(select(Sweep.id).where(Sweep.owner == f.owner)))
-    query = select(*columns).select_from(RunResult)
-    if x.join:
-        query = query.join(Run, Run.id == RunResult.run_id)
-    return query.where(and_(*where))
+        where.append(r.sweep_id.in_(select(Sweep.id).where(Sweep.owner == f.owner)))
+    return select(*columns).select_from(r).where(and_(*where))
 
 
 def _variance(session: Session, x: Any) -> ColumnElement[Any]:
@@ -177,47 +132,37 @@ def leaderboard(
         # compilation (tens of ms) would cost more than it saves on a query this short.
         session.execute(text("SET LOCAL jit = off"))
 
-    x = _facts()
-    reached = RunResult.reached_target.is_(True)
-    steps = cast(RunResult.steps_to_target, Float)
+    r = RunResult
+    reached = r.reached_target.is_(True)
+    steps = cast(r.steps_to_target, Float)
     agg = _counted(
         filters,
-        x,
-        x.config_key.label("config_key"),
-        func.min(x.task).label("task"),
-        func.min(x.architecture).label("architecture"),
+        r.config_key.label("config_key"),
+        func.min(r.task).label("task"),
+        func.min(r.architecture).label("architecture"),
         func.count().label("n_runs"),
         func.count().filter(reached).label("n_reached"),
-        func.count().filter(RunResult.outcome == "diverged").label("n_diverged"),
+        func.count().filter(r.outcome == "diverged").label("n_diverged"),
         # steps_to_target is NULL exactly when the target was not reached. As a float: the
         # numeric aggregates Postgres picks for integers cost a third of the query.
         func.sum(steps).label("steps_sum"),
         func.avg(steps).label("steps_reached_mean"),
         _variance(session, steps).label("steps_var"),
-        func.avg(RunResult.final_loss).label("final_loss_mean"),
-        _variance(session, RunResult.final_loss).label("final_loss_var"),
-        func.avg(RunResult.test_accuracy).label("test_accuracy_mean"),
-        func.avg(RunResult.plateau_fraction).label("plateau_fraction_mean"),
-        func.max(RunResult.created_at).label("last_result_at"),
-        (func.min(x.run_id) if x.budget_steps is None else func.max(x.budget_steps)).label(
-            "budget_or_run"
-        ),
-    ).group_by(x.config_key)
+        func.avg(r.final_loss).label("final_loss_mean"),
+        _variance(session, r.final_loss).label("final_loss_var"),
+        func.avg(r.test_accuracy).label("test_accuracy_mean"),
+        func.avg(r.plateau_fraction).label("plateau_fraction_mean"),
+        func.max(r.created_at).label("last_result_at"),
+        # The budget is part of the key, so every run of the configuration has the same one.
+        func.max(r.budget_steps).label("budget_steps"),
+    ).group_by(r.config_key)
     a = agg.subquery("agg")
 
-    if x.budget_steps is None:
-        # The budget is part of the key, so any one run of the configuration knows it.
-        any_run = Run.__table__.alias("any_run")
-        budget: Any = (
-            select(any_run.c.config["budget"]["steps"].as_integer())
-            .where(any_run.c.id == a.c.budget_or_run)
-            .scalar_subquery()
-        )
-    else:
-        budget = a.c.budget_or_run
     n_censored = a.c.n_runs - a.c.n_reached
     columns: dict[str, ColumnElement[Any]] = {
-        "steps": _ratio(func.coalesce(a.c.steps_sum, 0) + n_censored * budget, a.c.n_runs),
+        "steps": _ratio(
+            func.coalesce(a.c.steps_sum, 0) + n_censored * a.c.budget_steps, a.c.n_runs
+        ),
         "steps_reached": a.c.steps_reached_mean,
         "reached_rate": _ratio(a.c.n_reached, a.c.n_runs),
         "final_loss": a.c.final_loss_mean,
@@ -231,7 +176,6 @@ def leaderboard(
     query = (
         select(
             a,
-            budget.label("budget_steps"),
             n_censored.label("n_censored"),
             *(c.label(f"rank_{name}") for name, c in columns.items()),
             func.count().over().label("total"),
@@ -243,7 +187,7 @@ def leaderboard(
     rows = session.execute(query).mappings().all()
     # count(*) OVER () rides along with the page; past the last page, count separately.
     total = rows[0]["total"] if rows else session.scalar(select(func.count()).select_from(a))
-    page = [_row(r) for r in rows]
+    page = [_row(row) for row in rows]
     _add_details(session=session, filters=filters, page=page)
     return page, total or 0
 
@@ -281,37 +225,41 @@ def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any
     keys = [row["config_key"] for row in page]
     if not keys:
         return
-    # Restricted to a page of keys, the join through ix_run_config_key is cheap in either
-    # layout. A key implies its task and architecture, so those filters would only cost.
+    # Restricted to a page of keys (the config_key index), these queries are cheap. A key
+    # implies its task and architecture, so those filters would only cost.
     f = dataclasses.replace(filters, task=None, architecture=None)
-    x = _facts(denormalized=False)
-    in_page = Run.config_key.in_(keys)
+    r = RunResult
+    in_page = r.config_key.in_(keys)
     by_key = {row["config_key"]: row for row in page}
 
-    details = _counted(
-        f,
-        x,
-        Run.config_key,
-        func.count(Run.config_hash.distinct()).label("n_seeds"),
-        func.count(Run.sweep_id.distinct()).label("n_sweeps"),
-        func.min(RunResult.torch_version).label("torch_min"),
-        func.max(RunResult.torch_version).label("torch_max"),
-        func.min(RunResult.device).label("device_min"),
-        func.max(RunResult.device).label("device_max"),
-    ).where(in_page)
-    for r in session.execute(details.group_by(Run.config_key)).mappings():
-        row = by_key[r["config_key"]]
-        row["n_seeds"] = r["n_seeds"]
-        row["n_sweeps"] = r["n_sweeps"]
-        row["torch_versions"] = _span(r["torch_min"], r["torch_max"])
-        row["devices"] = _span(r["device_min"], r["device_max"])
+    # The seed is only in the run (config_hash is the key plus the seed): the one join left.
+    details = (
+        _counted(
+            f,
+            r.config_key,
+            func.count(Run.config_hash.distinct()).label("n_seeds"),
+            func.count(r.sweep_id.distinct()).label("n_sweeps"),
+            func.min(r.torch_version).label("torch_min"),
+            func.max(r.torch_version).label("torch_max"),
+            func.min(r.device).label("device_min"),
+            func.max(r.device).label("device_max"),
+        )
+        .join(Run, Run.id == r.run_id)
+        .where(in_page)
+        .group_by(r.config_key)
+    )
+    for d in session.execute(details).mappings():
+        row = by_key[d["config_key"]]
+        row["n_seeds"] = d["n_seeds"]
+        row["n_sweeps"] = d["n_sweeps"]
+        row["torch_versions"] = _span(d["torch_min"], d["torch_max"])
+        row["devices"] = _span(d["device_min"], d["device_max"])
 
-    verdict = x.verdict
     for row in page:
         row["verdicts"] = {}
-    verdicts = _counted(f, x, Run.config_key, verdict.label("verdict"), func.count().label("n"))
+    verdicts = _counted(f, r.config_key, r.verdict, func.count().label("n"))
     for key, name, n in session.execute(
-        verdicts.where(in_page).group_by(Run.config_key, verdict).order_by(Run.config_key, verdict)
+        verdicts.where(in_page).group_by(r.config_key, r.verdict).order_by(r.config_key, r.verdict)
     ):
         by_key[key]["verdicts"][name or "none"] = n
 
@@ -319,17 +267,17 @@ def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any
     rank = (
         func.row_number()
         .over(
-            partition_by=Run.config_key,
+            partition_by=r.config_key,
             order_by=(
-                RunResult.reached_target.desc(),
-                RunResult.steps_to_target.asc().nulls_last(),
-                RunResult.final_loss.asc().nulls_last(),
-                Run.id,
+                r.reached_target.desc(),
+                r.steps_to_target.asc().nulls_last(),
+                r.final_loss.asc().nulls_last(),
+                r.run_id,
             ),
         )
         .label("place")
     )
-    ranked = _counted(f, x, Run.config_key, Run.id.label("run_id"), rank).where(in_page).subquery()
+    ranked = _counted(f, r.config_key, r.run_id, rank).where(in_page).subquery()
     for row in page:
         row["run_ids"] = []
     for key, run_id in session.execute(
@@ -353,6 +301,7 @@ def _span(lo: str | None, hi: str | None) -> str | None:
 
 def devices_of_sweep(*, session: Session, sweep_id: int) -> list[str]:
     """The devices the sweep's recorded results ran on (for its page)."""
+    # Through run's (sweep_id, status) index: run_result has no index leading with sweep_id.
     return [
         d
         for d in session.scalars(

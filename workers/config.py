@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from workers.plugins import architecture_plugins, task_plugins
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
@@ -102,13 +104,17 @@ class ModularAdditionTask(Strict):
     train_fraction: float = Field(0.5, gt=0, lt=1)
 
 
+BUILTIN_TASKS: tuple[type[BaseModel], ...] = (
+    DigitsTask,
+    TeacherStudentTask,
+    DeepLinearTask,
+    ParityTask,
+    SpiralsTask,
+    ModularAdditionTask,
+)
+# Built-ins plus the configs of installed plugins (workers/plugins.py), one discriminated union.
 TaskConfig = Annotated[
-    DigitsTask
-    | TeacherStudentTask
-    | DeepLinearTask
-    | ParityTask
-    | SpiralsTask
-    | ModularAdditionTask,
+    typing.Union[BUILTIN_TASKS + tuple(p.config for p in task_plugins().values())],  # noqa: UP007
     Field(discriminator="name"),
 ]
 
@@ -181,8 +187,17 @@ class TransformerArch(Strict):
         return self
 
 
+BUILTIN_ARCHITECTURES: tuple[type[BaseModel], ...] = (
+    MLPArch,
+    DeepLinearArch,
+    ResMLPArch,
+    CNNArch,
+    TransformerArch,
+)
 ArchConfig = Annotated[
-    MLPArch | DeepLinearArch | ResMLPArch | CNNArch | TransformerArch,
+    typing.Union[  # noqa: UP007
+        BUILTIN_ARCHITECTURES + tuple(p.config for p in architecture_plugins().values())
+    ],
     Field(discriminator="name"),
 ]
 
@@ -205,6 +220,9 @@ ARCH_NORMALIZATIONS: dict[str, set[str]] = {
     # Attention over 2-3 tokens with batch statistics is not a model anyone trains.
     "transformer": {"none", "layernorm"},
 }
+TASK_INPUT_KIND.update({n: p.input_kind for n, p in task_plugins().items()})
+ARCH_INPUT_KINDS.update({n: set(p.input_kinds) for n, p in architecture_plugins().items()})
+ARCH_NORMALIZATIONS.update({n: set(p.normalizations) for n, p in architecture_plugins().items()})
 
 
 # --- initializations -------------------------------------------------------------------

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from workers.config import ARCH_INPUT_KINDS
 from workers.errors import UnknownName
+from workers.plugins import architecture_plugins, load_build
 from workers.tasks import TaskData
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -177,14 +178,17 @@ ARCHITECTURES: dict[str, Callable[[Any, str, TaskData], nn.Module]] = {
     "cnn": build_cnn,
     "transformer": TinyTransformer,
 }
-assert set(ARCHITECTURES) == set(ARCH_INPUT_KINDS), "workers.config.ARCH_INPUT_KINDS is stale"
+assert set(ARCHITECTURES) | set(architecture_plugins()) == set(ARCH_INPUT_KINDS), "stale"
 
 
 def create_model(cfg: Any, normalization: str, data: TaskData) -> nn.Module:
-    try:
+    plugins = architecture_plugins()
+    if cfg.name in ARCHITECTURES:
         factory = ARCHITECTURES[cfg.name]
-    except KeyError:
-        raise UnknownName("architecture", cfg.name, list(ARCHITECTURES)) from None
+    elif cfg.name in plugins:
+        factory = load_build(plugins[cfg.name].build)
+    else:
+        raise UnknownName("architecture", cfg.name, [*ARCHITECTURES, *plugins])
     return factory(cfg, normalization, data)
 
 

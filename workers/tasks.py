@@ -17,6 +17,7 @@ from torch import Tensor
 
 from workers.config import TASK_INPUT_KIND
 from workers.errors import UnknownName
+from workers.plugins import load_build, task_plugins
 
 DATA_SEED = 1234
 
@@ -193,14 +194,17 @@ TASKS: dict[str, Callable[[Any], TaskData]] = {
     "spirals": make_spirals,
     "modular_addition": make_modular_addition,
 }
-assert set(TASKS) == set(TASK_INPUT_KIND), "workers.config.TASK_INPUT_KIND is out of date"
+assert set(TASKS) | set(task_plugins()) == set(TASK_INPUT_KIND), "TASK_INPUT_KIND is stale"
 
 
 def create_task(cfg: Any) -> TaskData:
-    try:
+    plugins = task_plugins()
+    if cfg.name in TASKS:
         factory = TASKS[cfg.name]
-    except KeyError:
-        raise UnknownName("task", cfg.name, list(TASKS)) from None
+    elif cfg.name in plugins:
+        factory = load_build(plugins[cfg.name].build)
+    else:
+        raise UnknownName("task", cfg.name, [*TASKS, *plugins])
     data = factory(cfg)
     assert data.input_kind == TASK_INPUT_KIND[cfg.name]
     return data
