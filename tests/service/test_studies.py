@@ -205,3 +205,68 @@ def test_parallel_trials_survive_a_killed_dispatcher(pg_migrated_url, local_ray,
         (t["number"], t["state"], t["values"]) for t in trials
     ]
     assert not [t for t in loaded.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def run_study(url: str, spec_doc: dict, timeout: float = 300) -> tuple[dict, Settings]:
+    from db.migrate import upgrade
+    from service.study_spec import StudySpec
+
+    upgrade(url)
+    settings = Settings(database_url=url, poll_seconds=0.1)
+    with session_scope(url) as s:
+        row = studies.create_study(
+            session=s, spec=StudySpec.model_validate(spec_doc), settings=settings
+        )
+        study_id = row.id
+
+    def state() -> str:
+        with session_scope(url) as s:
+            return s.get(Study, study_id).state
+
+    Dispatcher(settings).run(until=lambda: state() == "finished", timeout=timeout)
+    with session_scope(url) as s:
+        return studies.describe(session=s, row=s.get(Study, study_id), url=url), settings
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_median_pruner_stops_trials_stuck_on_the_plateau(local_ray, sqlite_url):
+    spec = small(
+        n_trials=8,
+        parallelism=2,
+        pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+    )
+    spec["fixed"]["budget"] = {"steps": 1000, "batch_size": 256, "log_every": 10}
+    spec["search_space"] = spec["search_space"] | {"init_scale": [0.1, 1.5]}
+    view, _ = run_study(sqlite_url, spec)
+    pruned = [t for t in view["trials"] if t["state"] == "pruned"]
+    assert pruned, [(t["state"], t["params"]) for t in view["trials"]]
+    with session_scope(sqlite_url) as s:
+        for trial in pruned:
+            run = s.get(Run, trial["run_id"])
+            assert run.result.pruned_step is not None
+            assert run.result.pruned_step < 1000 and run.result.steps_done <= 1000
+            assert str(run.result.pruned_step) in trial["intermediate_values"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_multi_objective_study_reports_its_pareto_front(local_ray, sqlite_url):
+    spec = small(
+        n_trials=5,
+        parallelism=2,
+        objective=["steps_to_target", "plateau_fraction"],
+        sampler={"name": "random", "seed": 3},
+    )
+    view, _ = run_study(sqlite_url, spec)
+    assert view["best_trial"] is None and view["pareto_front"]
+    complete = [t for t in view["trials"] if t["state"] == "complete"]
+    front = {t["number"] for t in view["pareto_front"]}
+    for t in complete:  # no complete trial dominates a Pareto trial
+        for p in view["pareto_front"]:
+            dominated = (
+                all(a <= b for a, b in zip(t["values"], p["values"], strict=True))
+                and t["values"] != p["values"]
+            )
+            assert not dominated
+    assert all(len(t["values"]) == 2 for t in complete) and front <= {t["number"] for t in complete}
