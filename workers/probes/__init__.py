@@ -14,9 +14,10 @@ L(θ) = (1/N) Σ_i ℓ(f_θ(x_i), y_i). One module per method:
   Li et al. 2018).
 
 ``run_probes`` runs them all once and returns a JSON-serializable dict. With its defaults
-(about 212 HVPs and 205 loss evaluations) a probe of the reference MLP 64-64-64-10 (13,130
-parameters, float32) on 1,500 digits samples took 1.3-1.8 s on a 2-core x86-64 CPU box and
-0.85 s on an NVIDIA H200 (``python benchmarks/probes.py``).
+(212 HVPs and 205 loss evaluations) a probe of the reference MLP 64-64-64-10 (13,130
+parameters) on 1,500 digits samples took 1.5 s in float32 and 2.9-4.3 s in float64 on a
+2-core x86-64 CPU box shared with other jobs, 0.7 s either way on an NVIDIA H200
+(``python benchmarks/probes.py``).
 
 Seeded example (a 2-parameter saddle, f(x, y) = x² - y²)::
 

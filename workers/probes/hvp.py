@@ -20,16 +20,17 @@ Two exact ways to get Hv (Pearlmutter 1994, "Fast exact multiplication by the He
 Measured by ``python benchmarks/probes.py`` on its reference problem (MLP 64-64-64-10, tanh,
 13,130 parameters, 1,500 sklearn digits samples, float32), best of interleaved repeats:
 
-    per call                 2-core x86-64 CPU box     NVIDIA H200
-                             (torch 2.13 CPU)          (torch 2.11 + CUDA 13)
-    gradient                 1.83 ms                   1.14 ms
-    double_backward          4.28 ms  (2.3x grad)      2.99 ms  (2.6x grad)
-    forward_over_reverse     6.43 ms  (3.5x grad)      6.12 ms  (5.4x grad)
+    per call                     2-core x86-64 CPU box      NVIDIA H200
+                                 (torch 2.13 CPU, shared)   (torch 2.11 + CUDA 13)
+    gradient                     2.81 ms                    1.15 ms
+    double_backward, cached      3.53 ms  (1.26x grad)      1.85 ms  (1.61x grad)
+    double_backward, fresh       6.62 ms  (2.36x grad)      3.50 ms  (3.03x grad)
+    forward_over_reverse         8.58 ms  (3.06x grad)      5.57 ms  (4.83x grad)
 
-so the default is ``"double_backward"`` (``grad_outputs=v`` rather than an explicit dot
-product g · v, ~15 % faster on CPU). On top of that, when the data is one chunk, the graph
-of g is recorded once and every HVP only back-propagates through it (``cache_graph``,
-PyHessian's single-batch trick): CACHED_FIGURES. The cache holds the graph's activations
+so the default is ``"double_backward"``, with ``grad_outputs=v`` rather than an explicit dot
+product g · v (~15 % faster on CPU). When the data is one chunk the graph of g is recorded
+once and every HVP only back-propagates through it (``cache_graph``, PyHessian's
+single-batch trick), which halves the cost again. The cache holds the graph's activations
 (chunking exists to avoid exactly that, so chunked HVPs do not cache by default), is rebuilt
 when θ changes in place (version counters), and fixes one dropout mask in train mode;
 ``check_deterministic`` clears it between its two passes, so randomness is still caught.
