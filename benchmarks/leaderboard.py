@@ -332,6 +332,11 @@ def ranking_plan(url: str) -> list[str]:
     return [line.strip() for line in lines if any(k in line for k in keep)]
 
 
+def ratio(baseline: float, measured: float) -> str:
+    x = baseline / measured
+    return f"{x:.1f}×" if x < 10 else f"{x:,.0f}×"
+
+
 def machine(url: str) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -429,7 +434,7 @@ def measure(url: str, n_runs: int, repeats: int, baseline_repeats: int) -> None:
     for label, m, b in rows:
         print(
             f"| {label} | {m['p50']:,.0f} / {m['p95']:,.0f} | {b['p50']:,.0f} / {b['p95']:,.0f} "
-            f"| {b['p50'] / m['p50']:,.0f}× / {b['p95'] / m['p95']:,.0f}× |"
+            f"| {ratio(b['p50'], m['p50'])} / {ratio(b['p95'], m['p95'])} |"
         )
     worst = max(m["p95"] for _, m, _ in rows)
     print(
