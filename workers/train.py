@@ -156,6 +156,8 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
     classify = data.loss == "cross_entropy"
     optimizer = create_optimizer(model.parameters(), config.optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
+    weights = [p.detach() for p in params]
+    before = [torch.empty_like(w) for w in weights]  # reused buffer for the update norm
     names = layer_names(model)
     clip = config.grad_clip
     budget = config.budget
@@ -233,7 +235,8 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
             torch._foreach_clamp_max_(grads, clip.threshold)
         clipped_steps += clipped
 
-        before = [p.detach().clone() for p in params] if logging else None
+        if logging:  # keep θ_t to measure the update θ_{t+1} - θ_t
+            torch._foreach_copy_(before, weights)
         optimizer.step()
 
         losses.append(loss_value)
@@ -247,25 +250,25 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
             pruned_step = step
             break
         if logging:
-            assert before is not None and per_tensor is not None and grad_norm is not None
+            assert per_tensor is not None and grad_norm is not None
             grad_norms[step] = grad_norm
+            torch._foreach_sub_(before, weights)  # now θ_t - θ_{t+1}: same norm as the update
+            # One kernel for the update and weight norms, one conversion to Python for all.
+            norms = torch.stack([*per_tensor, *torch._foreach_norm(before + weights)]).tolist()
+            n = len(weights)
+            per_param_sq = [x * x for x in norms[:n]]
+            update_total_sq = sum(x * x for x in norms[n : 2 * n])
+            weight_total_sq = sum(x * x for x in norms[2 * n :])
             layer_sq: dict[str, float] = {}
-            for name, norm in zip(names, per_tensor, strict=True):
-                layer_sq[name] = layer_sq.get(name, 0.0) + float(norm) ** 2
-            update = torch._foreach_sub([p.detach() for p in params], before)
+            for name, sq in zip(names, per_param_sq, strict=True):
+                layer_sq[name] = layer_sq.get(name, 0.0) + sq
             row: dict[str, Any] = {
                 "step": step,
                 "loss": loss_value,
                 "lr": lr,
                 "grad_norm": grad_norm,
-                "update_norm": float(
-                    torch.linalg.vector_norm(torch.stack(torch._foreach_norm(update)))
-                ),
-                "param_norm": float(
-                    torch.linalg.vector_norm(
-                        torch.stack(torch._foreach_norm([p.detach() for p in params]))
-                    )
-                ),
+                "update_norm": math.sqrt(update_total_sq),
+                "param_norm": math.sqrt(weight_total_sq),
                 "clipped": clipped,
                 "layer_grad_norms": {k: math.sqrt(v) for k, v in layer_sq.items()},
                 "eval_loss": None,
