@@ -1,6 +1,9 @@
 """Shared fixtures: databases (SQLite file and a fresh real Postgres database per test), a
 migrated schema on each, and one real local Ray instance for the session.
 
+Imports of the storage stack happen inside the fixtures, so the torch-only tests (probes,
+CUDA) also run on a machine that has torch and pytest and nothing else (the GPU box).
+
 Postgres comes from PLATEAU_TEST_POSTGRES_URL (default: postgres@127.0.0.1:5432/test, the
 admin connection used to create throwaway databases). Without a server, Postgres tests
 skip locally; with PLATEAU_REQUIRE_POSTGRES=1 (set by .ci/run) they fail instead.
@@ -12,13 +15,10 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-
-from db.migrate import upgrade
-from db.session import dispose_engines
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get(
@@ -26,7 +26,11 @@ ADMIN_URL = os.environ.get(
 )
 
 
-def _postgres_available() -> str | None:
+@cache
+def _postgres_problem() -> str | None:
+    """Why Postgres cannot be used (None when it can); asked once, at the first test needing it."""
+    from sqlalchemy import create_engine, text
+
     try:
         engine = create_engine(ADMIN_URL)
         with engine.connect() as conn:
@@ -37,20 +41,22 @@ def _postgres_available() -> str | None:
         return str(e).splitlines()[0]
 
 
-_PG_PROBLEM = _postgres_available()
-
-
 def require_postgres() -> None:
-    if _PG_PROBLEM is None:
+    problem = _postgres_problem()
+    if problem is None:
         return
     if os.environ.get("PLATEAU_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"PostgreSQL is required but unreachable at {ADMIN_URL}: {_PG_PROBLEM}")
-    pytest.skip(f"PostgreSQL unreachable at {ADMIN_URL}: {_PG_PROBLEM}")
+        pytest.fail(f"PostgreSQL is required but unreachable at {ADMIN_URL}: {problem}")
+    pytest.skip(f"PostgreSQL unreachable at {ADMIN_URL}: {problem}")
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty Postgres database (dropped afterwards)."""
+    from sqlalchemy import create_engine, text
+
+    from db.session import dispose_engines
+
     require_postgres()
     name = f"plateau_t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -66,6 +72,8 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    from db.session import dispose_engines
+
     yield f"sqlite:///{tmp_path / 'plateau.db'}"
     dispose_engines()
 
@@ -79,12 +87,16 @@ def db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def migrated_url(db_url: str) -> str:
     """A database on each backend with the schema at head (through Alembic, not create_all)."""
+    from db.migrate import upgrade
+
     upgrade(db_url)
     return db_url
 
 
 @pytest.fixture
 def pg_migrated_url(pg_url: str) -> str:
+    from db.migrate import upgrade
+
     upgrade(pg_url)
     return pg_url
 

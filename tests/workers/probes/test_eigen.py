@@ -5,19 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from tests.workers.probes.reference import dense_hessian
 from workers.probes import ProbeError
 from workers.probes.hvp import make_hvp
 from workers.probes.lanczos import lanczos
 from workers.probes.power import power_iteration
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])])
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
 
 
 def quadratic(eigenvalues: list[float], device: torch.device, seed: int = 0) -> Tensor:
@@ -40,15 +35,7 @@ def tanh_mlp_hessian(device: torch.device) -> tuple[Tensor, object]:
     x = torch.randn(50, 5, generator=gen, dtype=torch.float64).to(device)
     y = torch.randint(0, 3, (50,), generator=gen).to(device)
     loss_fn = nn.CrossEntropyLoss()
-    named = list(model.named_parameters())
-    theta = torch.cat([p.detach().reshape(-1) for _, p in named])
-
-    def loss(flat: Tensor) -> Tensor:
-        parts = flat.split([p.numel() for _, p in named])
-        params = {n: t.reshape(p.shape) for (n, p), t in zip(named, parts, strict=True)}
-        return loss_fn(functional_call(model, params, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, theta), make_hvp(model, loss_fn, x, y)
+    return dense_hessian(model, loss_fn, x, y), make_hvp(model, loss_fn, x, y)
 
 
 class Saddle(nn.Module):

@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from tests.workers.probes.reference import dense_hessian
 from workers.probes import ProbeError
 from workers.probes.hvp import METHODS, check_deterministic, make_hvp, random_vector
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])])
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
 
 
 def tanh_mlp(device: torch.device, seed: int = 0) -> nn.Module:
@@ -31,22 +26,6 @@ def data(device: torch.device, n: int = 50, seed: int = 1) -> tuple[Tensor, Tens
     x = torch.randn(n, 5, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 3, (n,), generator=gen)
     return x.to(device), y.to(device)
-
-
-def dense_hessian(model: nn.Module, loss_fn, x: Tensor, y: Tensor) -> Tensor:
-    """∇²L over the flat trainable parameters, by torch.autograd.functional.hessian."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    names, shapes = [n for n, _ in named], [p.shape for _, p in named]
-    theta = torch.cat([p.detach().reshape(-1) for _, p in named])
-
-    def loss(flat: Tensor) -> Tensor:
-        parts = flat.split([s.numel() for s in shapes])
-        params = {n: t.reshape(s) for n, t, s in zip(names, parts, shapes, strict=True)}
-        # Fresh buffer copies: BatchNorm in train mode writes to them on every call.
-        buffers = {n: b.clone() for n, b in model.named_buffers()}
-        return loss_fn(functional_call(model, {**params, **buffers}, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, theta)
 
 
 # torch's forward-AD decompositions call the deprecated torch.jit.script on first use.

@@ -38,11 +38,6 @@ KEYS = {
 }
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])])
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
-
-
 def setup(device: torch.device, *, dropout: bool = False) -> tuple[nn.Module, Tensor, Tensor]:
     torch.manual_seed(0)
     layers: list[nn.Module] = [nn.Linear(5, 10), nn.BatchNorm1d(10), nn.Tanh()]

@@ -20,11 +20,6 @@ from workers.probes.slices import (
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])])
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
-
-
 def mlp(device: torch.device, *, batchnorm: bool = False) -> nn.Module:
     torch.manual_seed(0)
     layers: list[nn.Module] = [nn.Linear(5, 12)]

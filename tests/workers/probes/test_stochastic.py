@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
+from tests.workers.probes.reference import dense_hessian
 from workers.probes import ProbeError
 from workers.probes.density import (
     SpectralQuadrature,
@@ -23,11 +23,6 @@ from workers.probes.hvp import HVP, make_hvp
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])])
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
-
-
 def mlp_hessian(device: torch.device, seed: int = 0) -> tuple[Tensor, HVP]:
     """(dense Hessian, HVP) of a 139-parameter tanh MLP at a random init, MSE on 40 points."""
     torch.manual_seed(seed)
@@ -40,15 +35,7 @@ def mlp_hessian(device: torch.device, seed: int = 0) -> tuple[Tensor, HVP]:
     x = torch.randn(40, 4, generator=gen, dtype=torch.float64).to(device)
     y = torch.randn(40, 3, generator=gen, dtype=torch.float64).to(device)
     loss_fn = nn.MSELoss()
-    named = list(model.named_parameters())
-    theta = torch.cat([p.detach().reshape(-1) for _, p in named])
-
-    def loss(flat: Tensor) -> Tensor:
-        parts = flat.split([p.numel() for _, p in named])
-        params = {n: t.reshape(p.shape) for (n, p), t in zip(named, parts, strict=True)}
-        return loss_fn(functional_call(model, params, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, theta), make_hvp(model, loss_fn, x, y)
+    return dense_hessian(model, loss_fn, x, y), make_hvp(model, loss_fn, x, y)
 
 
 def test_hutchinson_is_within_three_standard_errors(device):
