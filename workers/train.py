@@ -221,8 +221,9 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
         logging = step % budget.log_every == 0 or step == budget.steps - 1
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         need_norm = logging or (clip is not None and clip.mode == "norm")
-        per_tensor = torch._foreach_norm(grads) if need_norm else None
-        grad_norm = float(torch.linalg.vector_norm(torch.stack(per_tensor))) if per_tensor else None
+        # Per-tensor gradient norms as Python floats: one reduction kernel and one sync.
+        per_tensor = torch.stack(torch._foreach_norm(grads)).tolist() if need_norm else None
+        grad_norm = math.sqrt(sum(x * x for x in per_tensor)) if per_tensor else None
         clipped = False
         if clip is not None and clip.mode == "norm":
             assert grad_norm is not None
@@ -253,12 +254,12 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
             assert per_tensor is not None and grad_norm is not None
             grad_norms[step] = grad_norm
             torch._foreach_sub_(before, weights)  # now θ_t - θ_{t+1}: same norm as the update
-            # One kernel for the update and weight norms, one conversion to Python for all.
-            norms = torch.stack([*per_tensor, *torch._foreach_norm(before + weights)]).tolist()
+            # One kernel for the update and weight norms, one conversion to Python for both.
+            norms = torch.stack(torch._foreach_norm(before + weights)).tolist()
             n = len(weights)
-            per_param_sq = [x * x for x in norms[:n]]
-            update_total_sq = sum(x * x for x in norms[n : 2 * n])
-            weight_total_sq = sum(x * x for x in norms[2 * n :])
+            per_param_sq = [x * x for x in per_tensor]
+            update_total_sq = sum(x * x for x in norms[:n])
+            weight_total_sq = sum(x * x for x in norms[n:])
             layer_sq: dict[str, float] = {}
             for name, sq in zip(names, per_param_sq, strict=True):
                 layer_sq[name] = layer_sq.get(name, 0.0) + sq
