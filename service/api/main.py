@@ -42,10 +42,10 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
-    app.include_router(leaderboard.router, prefix=API_PREFIX)
-    app.include_router(web.router)
-    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     app.include_router(studies.router, prefix=API_PREFIX)
+    app.include_router(leaderboard.router, prefix=API_PREFIX)
+    app.include_router(web.router)  # pages, at the root
+    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
 
     @app.exception_handler(DBError)
     async def _db_error(request: Request, exc: DBError) -> JSONResponse:
