@@ -20,6 +20,9 @@ CPU_INDEX=https://download.pytorch.org/whl/cpu
 }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# Some pip configurations list index folders that hold nothing for most packages; pip then
+# warns once per package. Keep real errors, drop that noise.
+quiet_pip() { "${pip[@]}" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
 have_torch() {
   .venv/bin/python - "$TORCH_VERSION" <<'PY' 2>/dev/null
@@ -44,14 +47,14 @@ if ! have_torch; then
   fi
   if [ -n "${TORCH_INDEX_URL:-}" ]; then
     echo "installing torch==$TORCH_VERSION from $TORCH_INDEX_URL"
-    "${pip[@]}" "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
+    quiet_pip "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
   elif local_wheel || [ "$variant" = cuda ]; then
     echo "installing torch==$TORCH_VERSION ($variant; pip's configured sources)"
-    "${pip[@]}" "torch==$TORCH_VERSION"
+    quiet_pip "torch==$TORCH_VERSION"
   else
     echo "installing torch==$TORCH_VERSION (cpu) from $CPU_INDEX"
-    "${pip[@]}" "torch==$TORCH_VERSION" --index-url "$CPU_INDEX"
+    quiet_pip "torch==$TORCH_VERSION" --index-url "$CPU_INDEX"
   fi
 fi
-"${pip[@]}" -e ".[test]" 2> >(grep -v "^WARNING: Location" >&2)
+quiet_pip -e ".[test]"
 .venv/bin/python -c "import torch; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
