@@ -18,8 +18,9 @@ pytestmark = [
 
 @pytest.mark.parametrize("norm", ["none", "batchnorm"])
 def test_training_runs_on_cuda_and_learns(norm):
-    cfg = config(device="cuda", normalization=norm,
-                 budget={"steps": 200, "batch_size": 128, "log_every": 10})
+    cfg = config(
+        device="cuda", normalization=norm, budget={"steps": 200, "batch_size": 128, "log_every": 10}
+    )
     result = train(cfg)
     assert result.environment["device"].startswith("cuda")
     assert "cuda_device" in result.environment
@@ -31,8 +32,14 @@ def test_cuda_and_cpu_probes_agree_in_float64():
     records = {}
     for device in ("cpu", "cuda"):
         data, model = build(cfg, torch.device(device))
-        context = ProbeContext(0, "end", model, data, loss_fn(data.loss),
-                               torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        context = ProbeContext(
+            0,
+            "end",
+            model,
+            data,
+            loss_fn(data.loss),
+            torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
+        )
         records[device] = probe_run(cfg, context)
     cpu, gpu = records["cpu"], records["cuda"]
     assert gpu["lambda_max"] == pytest.approx(cpu["lambda_max"], rel=1e-6)
@@ -42,8 +49,7 @@ def test_cuda_and_cpu_probes_agree_in_float64():
 
 def test_probe_hooks_fire_on_cuda():
     seen = []
-    cfg = config(device="cuda", probes={"at": ["end"]},
-                 budget={"steps": 50, "batch_size": 64})
+    cfg = config(device="cuda", probes={"at": ["end"]}, budget={"steps": 50, "batch_size": 64})
     train(cfg, TrainHooks(on_probe=lambda ctx: seen.append(probe_run(cfg, ctx))))
     (probe,) = seen
     assert probe["trigger"] == "end" and probe["lambda_max"] > 0
