@@ -7,7 +7,6 @@ never pickled: objects handed to Ray carry the URL, not the engine.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -94,7 +93,3 @@ def dispose_engines() -> None:
         engine.dispose()
     _engines.clear()
     _sessionmakers.clear()
-
-
-def default_url() -> str:
-    return normalize_url(os.environ.get("DATABASE_URL", "sqlite:///plateau.db"))

@@ -26,12 +26,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db import queue
-from db.models import Run, RunResult, Study, Sweep, utcnow
+from db.models import Run, RunResult, Study, utcnow
 from db.optuna_storage import optuna_storage
 from db.session import get_engine, session_scope
 from service.settings import Settings
 from service.study_spec import StudySpec, objective_values
-from service.sweeps import software_versions
+from service.sweeps import queue_rows, software_versions
 from workers.trial import make_pruner as worker_pruner
 
 log = logging.getLogger(__name__)
@@ -332,10 +332,6 @@ def describe(*, session: Session, row: Study, url: str) -> dict[str, Any]:
     return view
 
 
-def sweep_of(session: Session, row: Study) -> Sweep | None:
-    return session.get(Sweep, row.sweep_id)
-
-
 def censored_mean_steps(results: list[dict[str, Any] | None], budget: int) -> float:
     """Mean steps to target over runs, counting a run that never reached it at the budget."""
     steps = [
@@ -370,7 +366,7 @@ def confirm(*, settings: Settings, study_id: int) -> tuple[dict[str, Any], int]:
                 "params": best["params"],
                 "seeds": spec.confirm_seeds,
             },
-            runs=[(c.model_dump(mode="json"), c.config_hash(), c.config_key()) for c in configs],
+            runs=queue_rows(configs),
             max_attempts=settings.max_attempts,
             source="study-confirm",
             software=software_versions(),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 from importlib import metadata
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from db import queue
 from db.models import Sweep
 from service.spec import SweepSpec
+from workers.config import RunConfig
 
 
 def software_versions() -> dict[str, str]:
@@ -23,8 +26,13 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def queue_rows(configs: Iterable[RunConfig]) -> list[tuple[dict[str, Any], str, str]]:
+    """(config document, config_hash, config_key) of each run, as db.queue.enqueue_sweep takes."""
+    return [(c.model_dump(mode="json"), c.config_hash(), c.config_key()) for c in configs]
+
+
 def submit_sweep(*, session: Session, spec: SweepSpec, source: str, max_attempts: int) -> Sweep:
-    runs = [(c.model_dump(mode="json"), c.config_hash(), c.config_key()) for c in spec.expand()]
+    runs = queue_rows(spec.expand())
     return queue.enqueue_sweep(
         session=session,
         name=spec.name,
