@@ -17,13 +17,19 @@ charge them instead. The ranking metric `steps` counts such a run at its budget,
 `steps_reached_mean/std` are over the runs that reached the target only, reported beside
 `n_censored` so a mean of two lucky seeds is not mistaken for a robust one.
 
-Everything the ranking needs is on `run_result`: the result's own columns and copies of its
-run's grouping facts (config_key, task, architecture, sweep_id, budget_steps, verdict),
-written by `db.queue.complete_run` with the result. The ranking query is then one GROUP BY
-over one narrow covering index (ix_run_result_leaderboard_task, or ix_run_result_leaderboard
-without a task filter) instead of a join of two wide tables; benchmarks/README.md has it
-measured. Everything shown only for the rows of a page (seeds, verdict counts, best run,
-software) is computed afterwards for that page's keys alone, through the `config_key` index.
+Where the ranking reads from:
+- filtered by nothing but task and architecture (the first page, the default API call):
+  `config_summary`, one row per configuration holding exactly the aggregate below over all
+  its counted results. `refresh_summary` recomputes a configuration's row from `run_result`
+  in the transaction of every result `db.queue.complete_run` records, so the ranking is a
+  scan of one row per configuration instead of one per run.
+- any other filter (date, sweep, owner, software, device): the same aggregate over the
+  results that pass it. Everything it needs is on `run_result`: the result's own columns
+  and copies of its run's grouping facts (config_key, task, architecture, sweep_id,
+  budget_steps, verdict), read through a covering index.
+benchmarks/README.md has both measured. Everything shown only for the rows of a page (seeds,
+verdict counts, best run, software) is computed afterwards for that page's keys alone,
+through the `config_key` index.
 """
 
 from __future__ import annotations
@@ -31,13 +37,27 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    Subquery,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
 
-from db.models import Run, RunResult, Sweep
+from db.models import ConfigSummary, Run, RunResult, Sweep
 
 Order = Literal["asc", "desc"]
 
@@ -55,6 +75,7 @@ METRICS: dict[str, Order] = {
 DEFAULT_METRIC = "steps"
 COUNTED_OUTCOMES = ("succeeded", "diverged")
 MAX_RUN_IDS = 20  # run ids listed per row (best first), for links to the runs
+SUMMARY_LOCK = 7412  # first key of refresh_summary's advisory locks (studies use 7411)
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,16 @@ class Filters:
     owner: str | None = None
     torch_version: str | None = None
     device: str | None = None
+
+    @property
+    def summarized(self) -> bool:
+        """True when config_summary answers these filters: a configuration implies its task
+        and architecture, and a summary row holds nothing else to filter on."""
+        return all(
+            getattr(self, f.name) is None
+            for f in dataclasses.fields(self)
+            if f.name not in ("task", "architecture")
+        )
 
 
 def _counted(f: Filters, *columns: Any) -> Select[Any]:
@@ -114,28 +145,13 @@ def _ratio(a: Any, b: Any) -> ColumnElement[Any]:
     return cast(a, Float) / cast(b, Float)
 
 
-def leaderboard(
-    *,
-    session: Session,
-    filters: Filters,
-    metric: str = DEFAULT_METRIC,
-    order: Order | None = None,
-    offset: int = 0,
-    limit: int | None = 50,
-) -> tuple[list[dict[str, Any]], int]:
-    """One page of configurations ranked by `metric` (then final loss, then key), and the
-    number of configurations under the filters."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of: {', '.join(METRICS)}")
-    if session.get_bind().dialect.name == "postgresql":
-        # With a few 100k runs the aggregate's planner cost crosses jit_above_cost, and JIT
-        # compilation (tens of ms) would cost more than it saves on a query this short.
-        session.execute(text("SET LOCAL jit = off"))
-
+def _aggregate(session: Session, filters: Filters) -> Select[Any]:
+    """Per configuration, the aggregate of its results that count under the filters: the
+    columns of config_summary, named alike."""
     r = RunResult
     reached = r.reached_target.is_(True)
     steps = cast(r.steps_to_target, Float)
-    agg = _counted(
+    return _counted(
         filters,
         r.config_key.label("config_key"),
         func.min(r.task).label("task"),
@@ -156,7 +172,65 @@ def leaderboard(
         # The budget is part of the key, so every run of the configuration has the same one.
         func.max(r.budget_steps).label("budget_steps"),
     ).group_by(r.config_key)
-    a = agg.subquery("agg")
+
+
+def _ranked_source(session: Session, filters: Filters) -> Subquery:
+    if not filters.summarized:
+        return _aggregate(session, filters).subquery("agg")
+    c = ConfigSummary
+    where: list[ColumnElement[bool]] = []
+    if filters.task is not None:
+        where.append(c.task == filters.task)
+    if filters.architecture is not None:
+        where.append(c.architecture == filters.architecture)
+    return select(*ConfigSummary.__table__.columns).where(*where).subquery("agg")
+
+
+def refresh_summary(*, session: Session, config_key: str) -> None:
+    """Recompute one configuration's config_summary row from its counted results (and drop
+    it when none count). Called by db.queue.complete_run in the result's transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Refreshes of one configuration take turns: each waits here for the previous one to
+        # commit, and its aggregate (a new READ COMMITTED snapshot) then sees that result.
+        # SQLite needs nothing: its write transactions already take turns (BEGIN IMMEDIATE).
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :key)"),
+            {"space": SUMMARY_LOCK, "key": zlib.crc32(config_key.encode()) - 2**31},
+        )
+    session.execute(delete(ConfigSummary).where(ConfigSummary.config_key == config_key))
+    aggregate = _aggregate(session, Filters()).where(RunResult.config_key == config_key)
+    names = [column.name for column in ConfigSummary.__table__.columns]
+    session.execute(insert(ConfigSummary).from_select(names, aggregate))
+
+
+def rebuild_summaries(*, session: Session) -> int:
+    """Recompute every config_summary row from run_result, for results written or deleted
+    outside complete_run (a bulk import, a sweep deleted by hand). Returns the row count."""
+    session.execute(delete(ConfigSummary))
+    names = [column.name for column in ConfigSummary.__table__.columns]
+    session.execute(insert(ConfigSummary).from_select(names, _aggregate(session, Filters())))
+    return session.scalar(select(func.count()).select_from(ConfigSummary)) or 0
+
+
+def leaderboard(
+    *,
+    session: Session,
+    filters: Filters,
+    metric: str = DEFAULT_METRIC,
+    order: Order | None = None,
+    offset: int = 0,
+    limit: int | None = 50,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of configurations ranked by `metric` (then final loss, then key), and the
+    number of configurations under the filters."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of: {', '.join(METRICS)}")
+    if session.get_bind().dialect.name == "postgresql":
+        # With a few 100k runs the aggregate's planner cost crosses jit_above_cost, and JIT
+        # compilation (tens of ms) would cost more than it saves on a query this short.
+        session.execute(text("SET LOCAL jit = off"))
+
+    a = _ranked_source(session, filters)
 
     n_censored = a.c.n_runs - a.c.n_reached
     columns: dict[str, ColumnElement[Any]] = {

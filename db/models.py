@@ -218,6 +218,36 @@ class RunResult(Base):
     run: Mapped[Run] = relationship(back_populates="result")
 
 
+class ConfigSummary(Base):
+    """One configuration's counted results, aggregated: what the leaderboard ranks when it is
+    filtered by nothing but task and architecture (its first page and the default API call).
+
+    A row is recomputed from `run_result` by `db.leaderboard.refresh_summary` in the same
+    transaction as each result `db.queue.complete_run` records, so it is never ahead of or
+    behind the results. Filters a row cannot answer (date, sweep, owner, software, device)
+    aggregate `run_result` instead. The columns are the aggregate's, named alike.
+    """
+
+    __tablename__ = "config_summary"
+    __table_args__ = (Index("ix_config_summary_task", "task", "architecture"),)
+
+    config_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    architecture: Mapped[str] = mapped_column(String(64))
+    n_runs: Mapped[int]
+    n_reached: Mapped[int]
+    n_diverged: Mapped[int]
+    steps_sum: Mapped[float | None] = mapped_column(Float)  # over the runs that reached it
+    steps_reached_mean: Mapped[float | None] = mapped_column(Float)
+    steps_var: Mapped[float | None] = mapped_column(Float)
+    final_loss_mean: Mapped[float | None] = mapped_column(Float)
+    final_loss_var: Mapped[float | None] = mapped_column(Float)
+    test_accuracy_mean: Mapped[float | None] = mapped_column(Float)
+    plateau_fraction_mean: Mapped[float | None] = mapped_column(Float)
+    last_result_at: Mapped[dt.datetime]
+    budget_steps: Mapped[int | None]
+
+
 class Study(Base):
     """An Optuna study whose trials run as ordinary runs of one sweep (source='study').
 

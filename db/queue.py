@@ -22,6 +22,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.errors import LeaseLost
+from db.leaderboard import COUNTED_OUTCOMES, refresh_summary
 from db.models import Probe, Run, RunMetric, RunResult, Sweep, utcnow
 
 
@@ -247,6 +248,9 @@ def complete_run(
             **result,
         )
     )
+    if outcome in COUNTED_OUTCOMES and result.get("pruned_step") is None:
+        session.flush()
+        refresh_summary(session=session, config_key=updated.config_key)
 
 
 def reap_expired(*, session: Session) -> tuple[int, int]:

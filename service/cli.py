@@ -2,7 +2,8 @@
 
 Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
 Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
-`plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`.
+`plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`,
+`plateau db rebuild-summaries`.
 """
 
 from __future__ import annotations
@@ -398,6 +399,25 @@ def db_upgrade() -> None:
     settings = get_settings()
     upgrade(settings.database_url)
     console.print(f"schema at {settings.database_url} is current")
+
+
+@db_app.command("rebuild-summaries")
+def db_rebuild_summaries() -> None:
+    """Recompute the leaderboard's per-configuration summaries from the recorded results
+    (needed only after results were written or deleted outside plateau, e.g. by hand in SQL)."""
+    from db.errors import DBError
+    from db.leaderboard import rebuild_summaries
+    from db.migrate import ensure_current
+    from db.session import session_scope
+
+    settings = get_settings()
+    try:
+        ensure_current(settings.database_url, migrate=False)
+    except DBError as e:
+        raise fail(str(e)) from e
+    with session_scope(settings.database_url) as session:
+        n = rebuild_summaries(session=session)
+    console.print(f"{n} configuration summaries rebuilt at {settings.database_url}")
 
 
 @app.command()

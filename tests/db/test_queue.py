@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from db import queue
 from db.errors import LeaseLost
-from db.models import Run, RunMetric, RunResult
+from db.models import ConfigSummary, Run, RunMetric, RunResult
 from db.session import session_scope
 
 
@@ -166,3 +166,45 @@ def test_concurrent_claimers_never_share_a_run(pg_migrated_url):
     everything = [r for ids in claimed for r in ids]
     assert len(everything) == 200 and len(set(everything)) == 200
     assert sum(1 for ids in claimed if ids) > 1  # the work really was shared
+
+
+@pytest.mark.postgres
+def test_concurrent_results_of_one_configuration_all_reach_its_summary(pg_migrated_url):
+    """Eight threads record results of one configuration at once: its config_summary row,
+    recomputed in each result's transaction, ends up counting every one of them."""
+    url = pg_migrated_url
+    config = {"task": {"name": "t"}, "architecture": {"name": "a"}}
+    with session_scope(url) as s:
+        queue.enqueue_sweep(
+            session=s,
+            name="t",
+            owner="me",
+            spec={},
+            runs=[(config, f"h{i}", "k") for i in range(64)],
+        )
+    claims = claim(url, 64)
+    barrier = threading.Barrier(8)
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        for c in claims[k::8]:
+            with session_scope(url) as s:
+                queue.complete_run(
+                    session=s,
+                    run_id=c.run_id,
+                    attempt=c.attempt,
+                    outcome="succeeded",
+                    result={"reached_target": True, "steps_to_target": c.run_id},
+                )
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with session_scope(url) as s:
+        summary = s.get(ConfigSummary, "k")
+        assert summary is not None
+        assert (summary.n_runs, summary.n_reached) == (64, 64)
+        assert summary.steps_sum == sum(c.run_id for c in claims)
+        assert summary.last_result_at == s.scalar(select(func.max(RunResult.created_at)))
