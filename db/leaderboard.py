@@ -17,19 +17,22 @@ charge them instead. The ranking metric `steps` counts such a run at its budget,
 `steps_reached_mean/std` are over the runs that reached the target only, reported beside
 `n_censored` so a mean of two lucky seeds is not mistaken for a robust one.
 
-Where the ranking reads from:
-- filtered by nothing but task and architecture (the first page, the default API call):
-  `config_summary`, one row per configuration holding exactly the aggregate below over all
-  its counted results. `refresh_summary` recomputes a configuration's row from `run_result`
-  in the transaction of every result `db.queue.complete_run` records, so the ranking is a
-  scan of one row per configuration instead of one per run.
-- any other filter (date, sweep, owner, software, device): the same aggregate over the
-  results that pass it. Everything it needs is on `run_result`: the result's own columns
-  and copies of its run's grouping facts (config_key, task, architecture, sweep_id,
-  budget_steps, verdict), read through a covering index.
-benchmarks/README.md has both measured. Everything shown only for the rows of a page (seeds,
-verdict counts, best run, software) is computed afterwards for that page's keys alone,
-through the `config_key` index.
+Where the ranking reads from: `result_rollup` (db/models.py), one row per (configuration,
+sweep, device, torch version, UTC day) with the counts and sums of that bucket's counted
+results. Every filter is a condition on a bucket, so a ranking groups whole rollup rows by
+configuration and adds them up: the seeds of a configuration in one sweep are one row, and
+a ranking reads a fraction of the rows it would read from `run_result`. The one exception
+is a `since` inside a day: that day's results at or after it come from `run_result`, through
+the same aggregate. `refresh_rollup` recomputes the bucket of each result
+`db.queue.complete_run` records, in the result's transaction, from `run_result`; the rollup
+therefore never disagrees with the results. benchmarks/README.md has it measured.
+
+Means and variances come from the summed columns (n, Σx, Σx²): the variance is
+(Σx² − (Σx)²/n)/(n − 1), exact for the integer steps and, for losses, to about 1e-16 of the
+mean's square (a spread below ~1e-8 of the mean reads as noise); clamped at 0.
+
+Everything shown only for the rows of a page (seeds, verdict counts, best run, software) is
+computed afterwards for that page's keys alone, through run_result's `config_key` index.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
     Float,
     Select,
     Subquery,
@@ -52,12 +56,14 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.orm import Session
 
-from db.models import ConfigSummary, Run, RunResult, Sweep
+from db.models import ResultRollup, Run, RunResult, Sweep
 
 Order = Literal["asc", "desc"]
 
@@ -75,7 +81,7 @@ METRICS: dict[str, Order] = {
 DEFAULT_METRIC = "steps"
 COUNTED_OUTCOMES = ("succeeded", "diverged")
 MAX_RUN_IDS = 20  # run ids listed per row (best first), for links to the runs
-SUMMARY_LOCK = 7412  # first key of refresh_summary's advisory locks (studies use 7411)
+ROLLUP_LOCK = 7412  # first key of refresh_rollup's advisory locks (studies use 7411)
 
 
 @dataclass(frozen=True)
@@ -89,16 +95,6 @@ class Filters:
     owner: str | None = None
     torch_version: str | None = None
     device: str | None = None
-
-    @property
-    def summarized(self) -> bool:
-        """True when config_summary answers these filters: a configuration implies its task
-        and architecture, and a summary row holds nothing else to filter on."""
-        return all(
-            getattr(self, f.name) is None
-            for f in dataclasses.fields(self)
-            if f.name not in ("task", "architecture")
-        )
 
 
 def _counted(f: Filters, *columns: Any) -> Select[Any]:
@@ -125,18 +121,6 @@ def _counted(f: Filters, *columns: Any) -> Select[Any]:
     return select(*columns).select_from(r).where(and_(*where))
 
 
-def _variance(session: Session, x: Any) -> ColumnElement[Any]:
-    """Sample variance of x in one pass (NULL below two values)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.var_samp(x)
-    # SQLite has no variance aggregate: the E[x²]-E[x]² form, clamped at 0 by _std.
-    n = func.count(x)
-    return case(
-        (n > 1, (func.sum(x * x) - func.sum(x) * func.sum(x) / cast(n, Float)) / (n - 1)),
-        else_=None,
-    )
-
-
 def _std(value: float | None) -> float | None:
     return None if value is None else math.sqrt(max(float(value), 0.0))
 
@@ -145,71 +129,177 @@ def _ratio(a: Any, b: Any) -> ColumnElement[Any]:
     return cast(a, Float) / cast(b, Float)
 
 
-def _aggregate(session: Session, filters: Filters) -> Select[Any]:
-    """Per configuration, the aggregate of its results that count under the filters: the
-    columns of config_summary, named alike."""
+# The measured columns: rollup prefix -> the run_result column. `steps` is steps_to_target,
+# NULL exactly when the target was not reached.
+MEASURED = ("steps", "final_loss", "test_accuracy", "plateau_fraction")
+WITH_SQUARES = ("steps", "final_loss")
+
+
+def _sums(f: Filters) -> Select[Any]:
+    """Per configuration, the counts and sums of its results that count under the filters:
+    result_rollup's value columns, named alike, to be grouped further."""
     r = RunResult
-    reached = r.reached_target.is_(True)
-    steps = cast(r.steps_to_target, Float)
-    return _counted(
-        filters,
-        r.config_key.label("config_key"),
+    values: dict[str, ColumnElement[Any]] = {
+        # As a float: the numeric aggregates Postgres picks for integers cost a third more.
+        "steps": cast(r.steps_to_target, Float),
+        "final_loss": r.final_loss,
+        "test_accuracy": r.test_accuracy,
+        "plateau_fraction": r.plateau_fraction,
+    }
+    columns: list[ColumnElement[Any]] = [
         func.min(r.task).label("task"),
         func.min(r.architecture).label("architecture"),
         func.count().label("n_runs"),
-        func.count().filter(reached).label("n_reached"),
+        func.count().filter(r.reached_target.is_(True)).label("n_reached"),
         func.count().filter(r.outcome == "diverged").label("n_diverged"),
-        # steps_to_target is NULL exactly when the target was not reached. As a float: the
-        # numeric aggregates Postgres picks for integers cost a third of the query.
-        func.sum(steps).label("steps_sum"),
-        func.avg(steps).label("steps_reached_mean"),
-        _variance(session, steps).label("steps_var"),
-        func.avg(r.final_loss).label("final_loss_mean"),
-        _variance(session, r.final_loss).label("final_loss_var"),
-        func.avg(r.test_accuracy).label("test_accuracy_mean"),
-        func.avg(r.plateau_fraction).label("plateau_fraction_mean"),
+    ]
+    for name in MEASURED:
+        x = values[name]
+        columns += [
+            func.count(x).label(f"{name}_n"),
+            func.coalesce(func.sum(x), 0.0).label(f"{name}_sum"),
+        ]
+        if name in WITH_SQUARES:
+            columns.append(func.coalesce(func.sum(x * x), 0.0).label(f"{name}_sumsq"))
+    columns += [
         func.max(r.created_at).label("last_result_at"),
         # The budget is part of the key, so every run of the configuration has the same one.
         func.max(r.budget_steps).label("budget_steps"),
-    ).group_by(r.config_key)
+    ]
+    return _counted(f, r.config_key, *columns).group_by(r.config_key)
 
 
-def _ranked_source(session: Session, filters: Filters) -> Subquery:
-    if not filters.summarized:
-        return _aggregate(session, filters).subquery("agg")
-    c = ConfigSummary
+def _value_columns() -> list[str]:
+    keys = {"config_key", "sweep_id", "device", "torch_version", "day"}
+    return [c.name for c in ResultRollup.__table__.columns if c.name not in keys]
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def _ranked_source(filters: Filters) -> Subquery:
+    """One row per configuration under the filters, with the columns the ranking reads."""
+    k = ResultRollup
     where: list[ColumnElement[bool]] = []
-    if filters.task is not None:
-        where.append(c.task == filters.task)
-    if filters.architecture is not None:
-        where.append(c.architecture == filters.architecture)
-    return select(*ConfigSummary.__table__.columns).where(*where).subquery("agg")
+    for column, value in (
+        (k.task, filters.task),
+        (k.architecture, filters.architecture),
+        (k.sweep_id, filters.sweep_id),
+        (k.torch_version, filters.torch_version),
+        (k.device, filters.device),
+    ):
+        if value is not None:
+            where.append(column == value)
+    if filters.owner is not None:
+        where.append(k.sweep_id.in_(select(Sweep.id).where(Sweep.owner == filters.owner)))
+    names = ["config_key", *_value_columns()]
+    parts: list[Select[Any]] = []
+    if filters.since is not None:
+        since = filters.since.astimezone(dt.UTC)
+        first_day = since.date() + dt.timedelta(0 if since == _day_start(since.date()) else 1)
+        where.append(k.day >= first_day)
+        if since < _day_start(first_day):  # the rest of since's own day, from the results
+            rest = _sums(filters).where(RunResult.created_at < _day_start(first_day)).subquery()
+            parts.append(select(*(rest.c[n] for n in names)))
+    parts.insert(0, select(*(k.__table__.c[n] for n in names)).where(*where))
+    rows = union_all(*parts).subquery("buckets") if len(parts) > 1 else parts[0].subquery("buckets")
+
+    c = rows.c
+
+    def total(name: str) -> ColumnElement[Any]:
+        return func.sum(c[name])
+
+    def mean(name: str) -> ColumnElement[Any]:
+        n = total(f"{name}_n")
+        return case((n > 0, total(f"{name}_sum") / cast(n, Float)), else_=None)
+
+    def variance(name: str) -> ColumnElement[Any]:
+        n, s, sq = total(f"{name}_n"), total(f"{name}_sum"), total(f"{name}_sumsq")
+        return case((n > 1, (sq - s * s / cast(n, Float)) / cast(n - 1, Float)), else_=None)
+
+    return (
+        select(
+            c.config_key,
+            func.min(c.task).label("task"),
+            func.min(c.architecture).label("architecture"),
+            total("n_runs").label("n_runs"),
+            total("n_reached").label("n_reached"),
+            total("n_diverged").label("n_diverged"),
+            total("steps_sum").label("steps_sum"),
+            mean("steps").label("steps_reached_mean"),
+            variance("steps").label("steps_var"),
+            mean("final_loss").label("final_loss_mean"),
+            variance("final_loss").label("final_loss_var"),
+            mean("test_accuracy").label("test_accuracy_mean"),
+            mean("plateau_fraction").label("plateau_fraction_mean"),
+            func.max(c.last_result_at).label("last_result_at"),
+            func.max(c.budget_steps).label("budget_steps"),
+        )
+        .group_by(c.config_key)
+        .subquery("agg")
+    )
 
 
-def refresh_summary(*, session: Session, config_key: str) -> None:
-    """Recompute one configuration's config_summary row from its counted results (and drop
-    it when none count). Called by db.queue.complete_run in the result's transaction."""
+def refresh_rollup(*, session: Session, result: RunResult) -> None:
+    """Recompute the result_rollup row of the bucket `result` falls in (dropping it when no
+    result there counts). Called by db.queue.complete_run in the result's transaction."""
+    key = result.config_key
     if session.get_bind().dialect.name == "postgresql":
         # Refreshes of one configuration take turns: each waits here for the previous one to
         # commit, and its aggregate (a new READ COMMITTED snapshot) then sees that result.
         # SQLite needs nothing: its write transactions already take turns (BEGIN IMMEDIATE).
         session.execute(
             text("SELECT pg_advisory_xact_lock(:space, :key)"),
-            {"space": SUMMARY_LOCK, "key": zlib.crc32(config_key.encode()) - 2**31},
+            {"space": ROLLUP_LOCK, "key": zlib.crc32(key.encode()) - 2**31},
         )
-    session.execute(delete(ConfigSummary).where(ConfigSummary.config_key == config_key))
-    aggregate = _aggregate(session, Filters()).where(RunResult.config_key == config_key)
-    names = [column.name for column in ConfigSummary.__table__.columns]
-    session.execute(insert(ConfigSummary).from_select(names, aggregate))
+    r, k = RunResult, ResultRollup
+    day = result.created_at.astimezone(dt.UTC).date()
+    bucket = {
+        "sweep_id": result.sweep_id or 0,
+        "device": result.device or "",
+        "torch_version": result.torch_version or "",
+        "day": day,
+    }
+    session.execute(
+        delete(k).where(k.config_key == key, *(k.__table__.c[n] == v for n, v in bucket.items()))
+    )
+    sums = _sums(Filters()).where(
+        r.config_key == key,
+        func.coalesce(r.sweep_id, 0) == bucket["sweep_id"],
+        func.coalesce(r.device, "") == bucket["device"],
+        func.coalesce(r.torch_version, "") == bucket["torch_version"],
+        r.created_at >= _day_start(day),
+        r.created_at < _day_start(day + dt.timedelta(1)),
+    )
+    s = sums.subquery()
+    row = select(
+        s.c.config_key,
+        *(literal(v, k.__table__.c[n].type).label(n) for n, v in bucket.items()),
+        *(s.c[n] for n in _value_columns()),
+    )
+    session.execute(insert(k).from_select([c.name for c in row.selected_columns], row))
 
 
-def rebuild_summaries(*, session: Session) -> int:
-    """Recompute every config_summary row from run_result, for results written or deleted
+def rebuild_rollups(*, session: Session) -> int:
+    """Recompute every result_rollup row from run_result, for results written or deleted
     outside complete_run (a bulk import, a sweep deleted by hand). Returns the row count."""
-    session.execute(delete(ConfigSummary))
-    names = [column.name for column in ConfigSummary.__table__.columns]
-    session.execute(insert(ConfigSummary).from_select(names, _aggregate(session, Filters())))
-    return session.scalar(select(func.count()).select_from(ConfigSummary)) or 0
+    r, k = RunResult, ResultRollup
+    if session.get_bind().dialect.name == "postgresql":
+        day: ColumnElement[Any] = cast(func.timezone("UTC", r.created_at), Date)
+    else:  # SQLite keeps naive UTC text
+        day = func.date(r.created_at)
+    bucket = [
+        func.coalesce(r.sweep_id, 0).label("sweep_id"),
+        func.coalesce(r.device, "").label("device"),
+        func.coalesce(r.torch_version, "").label("torch_version"),
+        day.label("day"),
+    ]
+    s = _sums(Filters()).add_columns(*bucket).group_by(*bucket).subquery()
+    row = select(*(s.c[c.name] for c in k.__table__.columns))
+    session.execute(delete(k))
+    session.execute(insert(k).from_select([c.name for c in k.__table__.columns], row))
+    return session.scalar(select(func.count()).select_from(k)) or 0
 
 
 def leaderboard(
@@ -230,7 +320,7 @@ def leaderboard(
         # compilation (tens of ms) would cost more than it saves on a query this short.
         session.execute(text("SET LOCAL jit = off"))
 
-    a = _ranked_source(session, filters)
+    a = _ranked_source(filters)
 
     n_censored = a.c.n_runs - a.c.n_reached
     columns: dict[str, ColumnElement[Any]] = {

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -218,32 +219,43 @@ class RunResult(Base):
     run: Mapped[Run] = relationship(back_populates="result")
 
 
-class ConfigSummary(Base):
-    """One configuration's counted results, aggregated: what the leaderboard ranks when it is
-    filtered by nothing but task and architecture (its first page and the default API call).
+class ResultRollup(Base):
+    """The counted results of one configuration in one bucket, aggregated: what the
+    leaderboard ranks from instead of the results themselves.
 
-    A row is recomputed from `run_result` by `db.leaderboard.refresh_summary` in the same
-    transaction as each result `db.queue.complete_run` records, so it is never ahead of or
-    behind the results. Filters a row cannot answer (date, sweep, owner, software, device)
-    aggregate `run_result` instead. The columns are the aggregate's, named alike.
+    A bucket is (configuration, sweep, device, torch version, UTC day): every leaderboard
+    filter is a condition on a bucket's columns (owner through the sweep, `since` through
+    the day, its partial first day read from run_result), so a ranking sums whole rows. A
+    row holds counts and sums, which add up across buckets; the seeds of a configuration in
+    one sweep share a row. `db.leaderboard.refresh_rollup` recomputes the row of each result
+    `db.queue.complete_run` records, in that result's transaction, from `run_result`, so the
+    rollup is never ahead of or behind the results (`rebuild_rollups` redoes them all).
     """
 
-    __tablename__ = "config_summary"
-    __table_args__ = (Index("ix_config_summary_task", "task", "architecture"),)
+    __tablename__ = "result_rollup"
+    __table_args__ = (Index("ix_result_rollup_task", "task", "architecture"),)
 
     config_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(String(32), primary_key=True)  # "" when unknown
+    torch_version: Mapped[str] = mapped_column(String(32), primary_key=True)  # "" when unknown
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)  # of created_at, in UTC
     task: Mapped[str] = mapped_column(String(64))
     architecture: Mapped[str] = mapped_column(String(64))
     n_runs: Mapped[int]
     n_reached: Mapped[int]
     n_diverged: Mapped[int]
-    steps_sum: Mapped[float | None] = mapped_column(Float)  # over the runs that reached it
-    steps_reached_mean: Mapped[float | None] = mapped_column(Float)
-    steps_var: Mapped[float | None] = mapped_column(Float)
-    final_loss_mean: Mapped[float | None] = mapped_column(Float)
-    final_loss_var: Mapped[float | None] = mapped_column(Float)
-    test_accuracy_mean: Mapped[float | None] = mapped_column(Float)
-    plateau_fraction_mean: Mapped[float | None] = mapped_column(Float)
+    # For each measured column: how many results have it, their sum and sum of squares.
+    steps_n: Mapped[int]
+    steps_sum: Mapped[float] = mapped_column(Float)
+    steps_sumsq: Mapped[float] = mapped_column(Float)
+    final_loss_n: Mapped[int]
+    final_loss_sum: Mapped[float] = mapped_column(Float)
+    final_loss_sumsq: Mapped[float] = mapped_column(Float)
+    test_accuracy_n: Mapped[int]
+    test_accuracy_sum: Mapped[float] = mapped_column(Float)
+    plateau_fraction_n: Mapped[int]
+    plateau_fraction_sum: Mapped[float] = mapped_column(Float)
     last_result_at: Mapped[dt.datetime]
     budget_steps: Mapped[int | None]
 

@@ -22,7 +22,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.errors import LeaseLost
-from db.leaderboard import COUNTED_OUTCOMES, refresh_summary
+from db.leaderboard import COUNTED_OUTCOMES, refresh_rollup
 from db.models import Probe, Run, RunMetric, RunResult, Sweep, utcnow
 
 
@@ -232,25 +232,25 @@ def complete_run(
     )
     session.execute(delete(Probe).where(Probe.run_id == run_id, Probe.attempt != attempt))
     environment = result.get("environment") or {}
-    session.add(
-        RunResult(
-            run_id=run_id,
-            attempt=attempt,
-            outcome=outcome,
-            device=environment.get("device"),
-            torch_version=environment.get("torch"),
-            config_key=updated.config_key,
-            task=updated.task,
-            architecture=updated.architecture,
-            sweep_id=updated.sweep_id,
-            budget_steps=(updated.config.get("budget") or {}).get("steps"),
-            verdict=(result.get("diagnosis") or {}).get("verdict"),
-            **result,
-        )
+    recorded = RunResult(
+        run_id=run_id,
+        attempt=attempt,
+        outcome=outcome,
+        device=environment.get("device"),
+        torch_version=environment.get("torch"),
+        config_key=updated.config_key,
+        task=updated.task,
+        architecture=updated.architecture,
+        sweep_id=updated.sweep_id,
+        budget_steps=(updated.config.get("budget") or {}).get("steps"),
+        verdict=(result.get("diagnosis") or {}).get("verdict"),
+        created_at=now,
+        **result,
     )
-    if outcome in COUNTED_OUTCOMES and result.get("pruned_step") is None:
+    session.add(recorded)
+    if outcome in COUNTED_OUTCOMES and recorded.pruned_step is None:
         session.flush()
-        refresh_summary(session=session, config_key=updated.config_key)
+        refresh_rollup(session=session, result=recorded)
 
 
 def reap_expired(*, session: Session) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
 Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
 `plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`,
-`plateau db rebuild-summaries`.
+`plateau db rebuild-leaderboard`.
 """
 
 from __future__ import annotations
@@ -401,12 +401,12 @@ def db_upgrade() -> None:
     console.print(f"schema at {settings.database_url} is current")
 
 
-@db_app.command("rebuild-summaries")
-def db_rebuild_summaries() -> None:
-    """Recompute the leaderboard's per-configuration summaries from the recorded results
-    (needed only after results were written or deleted outside plateau, e.g. by hand in SQL)."""
+@db_app.command("rebuild-leaderboard")
+def db_rebuild_leaderboard() -> None:
+    """Recompute the leaderboard's rollup from the recorded results (needed only after results
+    were written or deleted outside plateau, e.g. by hand in SQL)."""
     from db.errors import DBError
-    from db.leaderboard import rebuild_summaries
+    from db.leaderboard import rebuild_rollups
     from db.migrate import ensure_current
     from db.session import session_scope
 
@@ -416,8 +416,8 @@ def db_rebuild_summaries() -> None:
     except DBError as e:
         raise fail(str(e)) from e
     with session_scope(settings.database_url) as session:
-        n = rebuild_summaries(session=session)
-    console.print(f"{n} configuration summaries rebuilt at {settings.database_url}")
+        n = rebuild_rollups(session=session)
+    console.print(f"leaderboard rebuilt at {settings.database_url}: {n} rollup rows")
 
 
 @app.command()

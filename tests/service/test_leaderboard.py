@@ -5,7 +5,6 @@ the pages' server side, and the CLI (`plateau leaderboard`, `plateau plot`)."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime as dt
 import io
 import math
@@ -20,8 +19,8 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from db import queue
-from db.leaderboard import Filters, leaderboard, refresh_summary
-from db.models import ConfigSummary, Run, RunResult, Sweep, utcnow
+from db.leaderboard import rebuild_rollups
+from db.models import ResultRollup, Run, RunResult, Sweep, utcnow
 from db.session import session_scope
 from tests.conftest import ROOT, plateau_cmd
 from workers.config import RunConfig
@@ -84,6 +83,15 @@ def finish(url: str, plan: dict[int, dict[str, Any]]) -> None:
             queue.complete_run(
                 session=s, run_id=c.run_id, attempt=c.attempt, outcome=outcome, result=result
             )
+
+
+def backdate(url: str, when: dict[int, dt.datetime]) -> None:
+    """Move results to other instants: a rewrite of history the service never does, so the
+    leaderboard's rollup is rebuilt after it, as an operator would."""
+    with session_scope(url) as s:
+        for run_id, at in when.items():
+            s.execute(update(RunResult).where(RunResult.run_id == run_id).values(created_at=at))
+        rebuild_rollups(session=s)
 
 
 @pytest.fixture
@@ -176,16 +184,9 @@ def board(migrated_url: str) -> dict[str, Any]:
         },
     }
     finish(url, plan)
-    # ana's results were recorded ten days ago (a rewrite of history the service never does,
-    # so the summaries it touches are refreshed by hand); a third sweep is still queued.
-    with session_scope(url) as s:
-        s.execute(
-            update(RunResult)
-            .where(RunResult.run_id.in_(a))
-            .values(created_at=utcnow() - dt.timedelta(days=10))
-        )
-        for key in s.scalars(select(Run.config_key).where(Run.id.in_(a)).distinct()):
-            refresh_summary(session=s, config_key=key)
+    # ana's results were recorded ten days ago; a third sweep is still queued.
+    ten_days_ago = utcnow() - dt.timedelta(days=10)
+    backdate(url, dict.fromkeys(a, ten_days_ago))
     enqueue(url, "cleo", [config(seed=5, **sgd)])
     return {"url": url, "ana": a, "ben": b}
 
@@ -426,76 +427,84 @@ def test_seeds_pool_across_sweeps_and_failed_pruned_queued_runs_do_not_count(cli
     assert [r["rank"] for r in rows] == [1, 2, 3]
 
 
-def ranking(url: str, filters: Filters, metric: str) -> list[dict[str, Any]]:
-    with session_scope(url) as s:
-        return leaderboard(session=s, filters=filters, metric=metric, limit=None)[0]
-
-
-DAWN = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # before every result: `since` it, all count
-
-
-def same_rows(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> bool:
-    return len(got) == len(want) and all(
-        g.keys() == w.keys() and all(same(g[k], w[k]) for k in w)
-        for g, w in zip(got, want, strict=True)
+def test_a_since_inside_a_day_takes_that_day_from_the_results(client, board):
+    """The rollup's buckets are whole UTC days: a `since` within one counts the rest of that
+    day's results one by one. ben's three results move to 09:00, 15:00 and 23:59 of a day."""
+    url = board["url"]
+    day = dt.datetime(2026, 3, 5, tzinfo=dt.UTC)
+    hours = (9, 15, 23.99)
+    backdate(
+        url, {r: day + dt.timedelta(hours=h) for r, h in zip(board["ben"], hours, strict=True)}
     )
+    n_runs = {}
+    for since in (
+        "2026-03-05T12:00:00+00:00",
+        "2026-03-05T14:00:00+02:00",  # 12:00 UTC again
+        "2026-03-05T09:00:00+00:00",  # at a result: it counts
+        "2026-03-05T09:00:01+00:00",
+        "2026-03-05",  # midnight: the whole day from the rollup
+        "2026-03-06",
+    ):
+        n_runs[since] = sum(r["n_runs"] for r in check(client, url, {"since": since}))
+    assert n_runs["2026-03-05T12:00:00+00:00"] == n_runs["2026-03-05T14:00:00+02:00"] == 11 + 2
+    assert n_runs["2026-03-05"] == n_runs["2026-03-05T09:00:00+00:00"] == 11 + 3
+    assert (n_runs["2026-03-05T09:00:01+00:00"], n_runs["2026-03-06"]) == (11 + 2, 11)
 
 
-@pytest.mark.parametrize("metric", METRICS)
-def test_the_summary_table_ranks_as_the_aggregate_of_the_results_does(board, metric):
-    """Task-only filters read config_summary; a `since` before every result reads the
-    aggregate of run_result: both rankings must be the same, row for row."""
-    url = board["url"]
-    for filters in (Filters(), Filters(task="digits"), Filters(task="parity", architecture="mlp")):
-        assert filters.summarized
-        everything = dataclasses.replace(filters, since=DAWN)
-        assert not everything.summarized
-        summarized, aggregated = ranking(url, filters, metric), ranking(url, everything, metric)
-        assert summarized and same_rows(summarized, aggregated), (filters, summarized, aggregated)
+def buckets(url: str) -> set[tuple[Any, ...]]:
+    """The rollup's keys, from the raw runs: (config, sweep, device, torch, UTC day)."""
+    return {
+        (r["key"], r["sweep"], r["device"], r["torch"], r["created"].astimezone(dt.UTC).date())
+        for r in raw_runs(url)
+        if r["outcome"] in ("succeeded", "diverged") and r["pruned"] is None
+    }
 
 
-def test_rebuild_summaries_repairs_results_deleted_by_hand(board, tmp_path):
-    url = board["url"]
+def rollup(url: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    keys = ("config_key", "sweep_id", "device", "torch_version", "day")
     with session_scope(url) as s:
-        s.execute(delete(RunResult).where(RunResult.run_id == board["ben"][0]))
-    truth = ranking(url, Filters(since=DAWN), "steps")
-    assert not same_rows(ranking(url, Filters(), "steps"), truth)  # stale: it bypassed plateau
-    out = plateau("db", "rebuild-summaries", url=url, tmp_path=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "4 configuration summaries rebuilt" in out.stdout
-    assert same_rows(ranking(url, Filters(), "steps"), truth)
+        return {
+            tuple(getattr(row, k) for k in keys): {
+                c.name: getattr(row, c.name) for c in ResultRollup.__table__.columns
+            }
+            for row in s.scalars(select(ResultRollup))
+        }
 
 
-def test_the_migration_backfills_the_summaries_of_recorded_results(board):
-    """Down to the revision before config_summary and up again: the backfill (SQL of its own)
-    rebuilds exactly the rows complete_run wrote."""
+def test_the_migration_backfills_the_rollup_of_recorded_results(board):
+    """Down to the revision before result_rollup and up again: the backfill (SQL of its own)
+    rebuilds exactly the rows complete_run and rebuild_rollups wrote."""
     from alembic import command
 
     from db.migrate import alembic_config
     from db.session import get_engine
 
     url = board["url"]
-    columns = [c.name for c in ConfigSummary.__table__.columns]
-
-    def summaries() -> dict[str, dict[str, Any]]:
-        with session_scope(url) as s:
-            return {
-                row.config_key: {c: getattr(row, c) for c in columns}
-                for row in s.scalars(select(ConfigSummary))
-            }
-
-    written = summaries()
-    assert len(written) == 4 and sum(row["n_runs"] for row in written.values()) == 14
+    written = rollup(url)
+    assert written.keys() == buckets(url)
+    assert sum(row["n_runs"] for row in written.values()) == 14
     cfg = alembic_config(url)
     with get_engine(url).begin() as connection:
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, "d1742b5e3a17")
         command.upgrade(cfg, "head")
-    rebuilt = summaries()
+    rebuilt = rollup(url)
     assert rebuilt.keys() == written.keys()
-    for key, row in written.items():
+    for bucket, row in written.items():
         for column, value in row.items():
-            assert same(rebuilt[key][column], value), (column, rebuilt[key][column], value)
+            assert same(rebuilt[bucket][column], value), (column, rebuilt[bucket][column], value)
+
+
+def test_rebuild_repairs_the_leaderboard_after_results_deleted_by_hand(client, board, tmp_path):
+    url = board["url"]
+    with session_scope(url) as s:
+        s.execute(delete(RunResult).where(RunResult.run_id == board["ben"][0]))
+    stale = client.get("/api/v1/leaderboard").json()["data"]
+    assert sum(r["n_runs"] for r in stale) == 14  # the rollup still counts the deleted result
+    out = plateau("db", "rebuild-leaderboard", url=url, tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"{len(buckets(url))} rollup rows" in out.stdout
+    assert sum(r["n_runs"] for r in check(client, url, {})) == 13
 
 
 def test_an_empty_database_has_an_empty_leaderboard(client):
