@@ -63,7 +63,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from db.models import ResultRollup, Run, RunResult, Sweep
+from db.models import ConfigSummary, ResultRollup, Run, RunResult, Sweep
 
 Order = Literal["asc", "desc"]
 
@@ -95,6 +95,16 @@ class Filters:
     owner: str | None = None
     torch_version: str | None = None
     device: str | None = None
+
+    @property
+    def summarized(self) -> bool:
+        """True when config_summary answers: a configuration implies its task and
+        architecture, and nothing else narrows a configuration's results."""
+        return all(
+            getattr(self, f.name) is None
+            for f in dataclasses.fields(self)
+            if f.name not in ("task", "architecture")
+        )
 
 
 def _counted(f: Filters, *columns: Any) -> Select[Any]:
@@ -170,18 +180,39 @@ def _sums(f: Filters) -> Select[Any]:
 
 
 def _value_columns() -> list[str]:
-    keys = {"config_key", "sweep_id", "device", "torch_version", "day"}
-    return [c.name for c in ResultRollup.__table__.columns if c.name not in keys]
+    """The columns of ResultSums, in table order."""
+    return [c.name for c in ConfigSummary.__table__.columns if c.name != "config_key"]
+
+
+def _add_up(rows: Subquery) -> Select[Any]:
+    """Per configuration, the ResultSums of `rows` (rollup rows, or sums alike) added up."""
+    combine = {"task": func.min, "architecture": func.min}
+    combine |= {"last_result_at": func.max, "budget_steps": func.max}
+    return select(
+        rows.c.config_key,
+        *(combine.get(n, func.sum)(rows.c[n]).label(n) for n in _value_columns()),
+    ).group_by(rows.c.config_key)
 
 
 def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
-def _ranked_source(filters: Filters) -> Subquery:
-    """One row per configuration under the filters, with the columns the ranking reads."""
+def _sums_under(filters: Filters) -> Subquery:
+    """One row of ResultSums per configuration, over its results that count under the
+    filters: config_summary's when only task and architecture are asked, else added up
+    from the rollup buckets the filters select."""
+    names = ["config_key", *_value_columns()]
+    if filters.summarized:
+        c = ConfigSummary
+        where = [
+            col == v
+            for col, v in ((c.task, filters.task), (c.architecture, filters.architecture))
+            if v is not None
+        ]
+        return select(*(c.__table__.c[n] for n in names)).where(*where).subquery("sums")
     k = ResultRollup
-    where: list[ColumnElement[bool]] = []
+    where = []
     for column, value in (
         (k.task, filters.task),
         (k.architecture, filters.architecture),
@@ -193,7 +224,6 @@ def _ranked_source(filters: Filters) -> Subquery:
             where.append(column == value)
     if filters.owner is not None:
         where.append(k.sweep_id.in_(select(Sweep.id).where(Sweep.owner == filters.owner)))
-    names = ["config_key", *_value_columns()]
     parts: list[Select[Any]] = []
     if filters.since is not None:
         since = filters.since.astimezone(dt.UTC)
@@ -203,47 +233,45 @@ def _ranked_source(filters: Filters) -> Subquery:
             rest = _sums(filters).where(RunResult.created_at < _day_start(first_day)).subquery()
             parts.append(select(*(rest.c[n] for n in names)))
     parts.insert(0, select(*(k.__table__.c[n] for n in names)).where(*where))
-    rows = union_all(*parts).subquery("buckets") if len(parts) > 1 else parts[0].subquery("buckets")
+    buckets = union_all(*parts).subquery("buckets") if len(parts) > 1 else parts[0].subquery()
+    return _add_up(buckets).subquery("sums")
 
-    c = rows.c
 
-    def total(name: str) -> ColumnElement[Any]:
-        return func.sum(c[name])
+def _ranked_source(filters: Filters) -> Subquery:
+    """One row per configuration under the filters, with the columns the ranking reads."""
+    c = _sums_under(filters).c
 
     def mean(name: str) -> ColumnElement[Any]:
-        n = total(f"{name}_n")
-        return case((n > 0, total(f"{name}_sum") / cast(n, Float)), else_=None)
+        n = c[f"{name}_n"]
+        return case((n > 0, c[f"{name}_sum"] / cast(n, Float)), else_=None)
 
     def variance(name: str) -> ColumnElement[Any]:
-        n, s, sq = total(f"{name}_n"), total(f"{name}_sum"), total(f"{name}_sumsq")
+        n, s, sq = c[f"{name}_n"], c[f"{name}_sum"], c[f"{name}_sumsq"]
         return case((n > 1, (sq - s * s / cast(n, Float)) / cast(n - 1, Float)), else_=None)
 
-    return (
-        select(
-            c.config_key,
-            func.min(c.task).label("task"),
-            func.min(c.architecture).label("architecture"),
-            total("n_runs").label("n_runs"),
-            total("n_reached").label("n_reached"),
-            total("n_diverged").label("n_diverged"),
-            total("steps_sum").label("steps_sum"),
-            mean("steps").label("steps_reached_mean"),
-            variance("steps").label("steps_var"),
-            mean("final_loss").label("final_loss_mean"),
-            variance("final_loss").label("final_loss_var"),
-            mean("test_accuracy").label("test_accuracy_mean"),
-            mean("plateau_fraction").label("plateau_fraction_mean"),
-            func.max(c.last_result_at).label("last_result_at"),
-            func.max(c.budget_steps).label("budget_steps"),
-        )
-        .group_by(c.config_key)
-        .subquery("agg")
-    )
+    return select(
+        c.config_key,
+        c.task,
+        c.architecture,
+        c.n_runs,
+        c.n_reached,
+        c.n_diverged,
+        c.steps_sum,
+        mean("steps").label("steps_reached_mean"),
+        variance("steps").label("steps_var"),
+        mean("final_loss").label("final_loss_mean"),
+        variance("final_loss").label("final_loss_var"),
+        mean("test_accuracy").label("test_accuracy_mean"),
+        mean("plateau_fraction").label("plateau_fraction_mean"),
+        c.last_result_at,
+        c.budget_steps,
+    ).subquery("agg")
 
 
 def refresh_rollup(*, session: Session, result: RunResult) -> None:
     """Recompute the result_rollup row of the bucket `result` falls in (dropping it when no
-    result there counts). Called by db.queue.complete_run in the result's transaction."""
+    result there counts), then its configuration's config_summary row from its rollup rows.
+    Called by db.queue.complete_run in the result's transaction."""
     key = result.config_key
     if session.get_bind().dialect.name == "postgresql":
         # Refreshes of one configuration take turns: each waits here for the previous one to
@@ -264,26 +292,39 @@ def refresh_rollup(*, session: Session, result: RunResult) -> None:
     session.execute(
         delete(k).where(k.config_key == key, *(k.__table__.c[n] == v for n, v in bucket.items()))
     )
-    sums = _sums(Filters()).where(
-        r.config_key == key,
-        func.coalesce(r.sweep_id, 0) == bucket["sweep_id"],
-        func.coalesce(r.device, "") == bucket["device"],
-        func.coalesce(r.torch_version, "") == bucket["torch_version"],
-        r.created_at >= _day_start(day),
-        r.created_at < _day_start(day + dt.timedelta(1)),
+    sums = (
+        _sums(Filters())
+        .where(
+            r.config_key == key,
+            func.coalesce(r.sweep_id, 0) == bucket["sweep_id"],
+            func.coalesce(r.device, "") == bucket["device"],
+            func.coalesce(r.torch_version, "") == bucket["torch_version"],
+            r.created_at >= _day_start(day),
+            r.created_at < _day_start(day + dt.timedelta(1)),
+        )
+        .subquery()
     )
-    s = sums.subquery()
     row = select(
-        s.c.config_key,
+        sums.c.config_key,
         *(literal(v, k.__table__.c[n].type).label(n) for n, v in bucket.items()),
-        *(s.c[n] for n in _value_columns()),
+        *(sums.c[n] for n in _value_columns()),
     )
     session.execute(insert(k).from_select([c.name for c in row.selected_columns], row))
 
+    session.execute(delete(ConfigSummary).where(ConfigSummary.config_key == key))
+    summary = _add_up(select(k).where(k.config_key == key).subquery())
+    _insert_summaries(session, summary)
+
+
+def _insert_summaries(session: Session, summaries: Select[Any]) -> None:
+    names = ["config_key", *_value_columns()]
+    session.execute(insert(ConfigSummary).from_select(names, summaries))
+
 
 def rebuild_rollups(*, session: Session) -> int:
-    """Recompute every result_rollup row from run_result, for results written or deleted
-    outside complete_run (a bulk import, a sweep deleted by hand). Returns the row count."""
+    """Recompute every result_rollup and config_summary row from run_result, for results
+    written or deleted outside complete_run (a bulk import, a sweep deleted by hand).
+    Returns the number of rollup rows."""
     r, k = RunResult, ResultRollup
     if session.get_bind().dialect.name == "postgresql":
         day: ColumnElement[Any] = cast(func.timezone("UTC", r.created_at), Date)
@@ -299,6 +340,8 @@ def rebuild_rollups(*, session: Session) -> int:
     row = select(*(s.c[c.name] for c in k.__table__.columns))
     session.execute(delete(k))
     session.execute(insert(k).from_select([c.name for c in k.__table__.columns], row))
+    session.execute(delete(ConfigSummary))
+    _insert_summaries(session, _add_up(select(k).subquery()))
     return session.scalar(select(func.count()).select_from(k)) or 0
 
 
@@ -337,21 +380,23 @@ def leaderboard(
     }
     direction = order or METRICS[metric]
     primary = columns[metric].asc() if direction == "asc" else columns[metric].desc()
-    query = (
-        select(
-            a,
-            n_censored.label("n_censored"),
-            *(c.label(f"rank_{name}") for name, c in columns.items()),
-            func.count().over().label("total"),
-        )
+    # First the page's keys, in order: a query that names only the ranking metric and the
+    # tie-break, so Postgres computes only the sums those need (it drops a subquery's unused
+    # outputs). Then every column, for those keys alone (pushed down to the rollup's key).
+    ranked = (
+        select(a.c.config_key, func.count().over().label("total"))
         .order_by(primary.nulls_last(), a.c.final_loss_mean.asc().nulls_last(), a.c.config_key)
         .offset(offset)
         .limit(limit)
     )
-    rows = session.execute(query).mappings().all()
+    keys = session.execute(ranked).all()
     # count(*) OVER () rides along with the page; past the last page, count separately.
-    total = rows[0]["total"] if rows else session.scalar(select(func.count()).select_from(a))
-    page = [_row(row) for row in rows]
+    total = keys[0].total if keys else session.scalar(select(func.count()).select_from(a))
+    full = select(
+        a, n_censored.label("n_censored"), *(c.label(f"rank_{n}") for n, c in columns.items())
+    ).where(a.c.config_key.in_([k.config_key for k in keys]))
+    by_key = {row["config_key"]: row for row in session.execute(full).mappings()} if keys else {}
+    page = [_row(by_key[k.config_key]) for k in keys]
     _add_details(session=session, filters=filters, page=page)
     return page, total or 0
 

@@ -219,27 +219,10 @@ class RunResult(Base):
     run: Mapped[Run] = relationship(back_populates="result")
 
 
-class ResultRollup(Base):
-    """The counted results of one configuration in one bucket, aggregated: what the
-    leaderboard ranks from instead of the results themselves.
+class ResultSums:
+    """Counts and sums of a set of counted results (see db/leaderboard.py): they add up, so
+    the sums of two sets are the sums of their union."""
 
-    A bucket is (configuration, sweep, device, torch version, UTC day): every leaderboard
-    filter is a condition on a bucket's columns (owner through the sweep, `since` through
-    the day, its partial first day read from run_result), so a ranking sums whole rows. A
-    row holds counts and sums, which add up across buckets; the seeds of a configuration in
-    one sweep share a row. `db.leaderboard.refresh_rollup` recomputes the row of each result
-    `db.queue.complete_run` records, in that result's transaction, from `run_result`, so the
-    rollup is never ahead of or behind the results (`rebuild_rollups` redoes them all).
-    """
-
-    __tablename__ = "result_rollup"
-    __table_args__ = (Index("ix_result_rollup_task", "task", "architecture"),)
-
-    config_key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    sweep_id: Mapped[int] = mapped_column(primary_key=True)
-    device: Mapped[str] = mapped_column(String(32), primary_key=True)  # "" when unknown
-    torch_version: Mapped[str] = mapped_column(String(32), primary_key=True)  # "" when unknown
-    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)  # of created_at, in UTC
     task: Mapped[str] = mapped_column(String(64))
     architecture: Mapped[str] = mapped_column(String(64))
     n_runs: Mapped[int]
@@ -258,6 +241,39 @@ class ResultRollup(Base):
     plateau_fraction_sum: Mapped[float] = mapped_column(Float)
     last_result_at: Mapped[dt.datetime]
     budget_steps: Mapped[int | None]
+
+
+class ResultRollup(ResultSums, Base):
+    """The sums of one bucket's counted results: what the leaderboard ranks from when it is
+    filtered by more than task and architecture.
+
+    A bucket is (configuration, sweep, device, torch version, UTC day): every leaderboard
+    filter is a condition on a bucket's columns (owner through the sweep, `since` through
+    the day, its partial first day read from run_result), so a ranking adds whole rows; the
+    seeds of a configuration in one sweep share a row. `db.leaderboard.refresh_rollup`
+    recomputes the row of each result `db.queue.complete_run` records, in that result's
+    transaction, from `run_result`, so it never disagrees with the results.
+    """
+
+    __tablename__ = "result_rollup"
+    __table_args__ = (Index("ix_result_rollup_task", "task", "architecture"),)
+
+    config_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(String(32), primary_key=True)  # "" when unknown
+    torch_version: Mapped[str] = mapped_column(String(32), primary_key=True)  # "" when unknown
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)  # of created_at, in UTC
+
+
+class ConfigSummary(ResultSums, Base):
+    """The sums of all of one configuration's counted results (its rollup rows added up):
+    what the leaderboard ranks from when filtered by nothing but task and architecture, as
+    the front page and the default API call are. Refreshed with the rollup."""
+
+    __tablename__ = "config_summary"
+    __table_args__ = (Index("ix_config_summary_task", "task", "architecture"),)
+
+    config_key: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class Study(Base):

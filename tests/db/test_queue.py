@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from db import queue
 from db.errors import LeaseLost
-from db.models import ResultRollup, Run, RunMetric, RunResult
+from db.models import ConfigSummary, ResultRollup, Run, RunMetric, RunResult
 from db.session import session_scope
 
 
@@ -170,8 +170,8 @@ def test_concurrent_claimers_never_share_a_run(pg_migrated_url):
 
 @pytest.mark.postgres
 def test_concurrent_results_of_one_configuration_all_reach_its_rollup(pg_migrated_url):
-    """Eight threads record results of one configuration at once: its result_rollup row,
-    recomputed in each result's transaction, ends up counting every one of them."""
+    """Eight threads record results of one configuration at once: its result_rollup row and
+    config_summary row, recomputed in each result's transaction, count every one of them."""
     url = pg_migrated_url
     config = {"task": {"name": "t"}, "architecture": {"name": "a"}}
     with session_scope(url) as s:
@@ -207,3 +207,6 @@ def test_concurrent_results_of_one_configuration_all_reach_its_rollup(pg_migrate
         assert sum(row.n_runs for row in rows) == sum(row.n_reached for row in rows) == 64
         assert sum(row.steps_sum for row in rows) == sum(c.run_id for c in claims)
         assert sum(row.steps_sumsq for row in rows) == sum(c.run_id**2 for c in claims)
+        summary = s.get(ConfigSummary, "k")
+        assert summary is not None
+        assert (summary.n_runs, summary.steps_sum) == (64, sum(row.steps_sum for row in rows))

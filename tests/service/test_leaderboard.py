@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 
 from db import queue
 from db.leaderboard import rebuild_rollups
-from db.models import ResultRollup, Run, RunResult, Sweep, utcnow
+from db.models import ConfigSummary, ResultRollup, Run, RunResult, Sweep, utcnow
 from db.session import session_scope
 from tests.conftest import ROOT, plateau_cmd
 from workers.config import RunConfig
@@ -460,39 +460,43 @@ def buckets(url: str) -> set[tuple[Any, ...]]:
     }
 
 
-def rollup(url: str) -> dict[tuple[Any, ...], dict[str, Any]]:
-    keys = ("config_key", "sweep_id", "device", "torch_version", "day")
+def rollup(url: str, table: Any = ResultRollup) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The rows of result_rollup (or config_summary) by primary key."""
+    keys = [c.name for c in table.__table__.primary_key.columns]
     with session_scope(url) as s:
         return {
             tuple(getattr(row, k) for k in keys): {
-                c.name: getattr(row, c.name) for c in ResultRollup.__table__.columns
+                c.name: getattr(row, c.name) for c in table.__table__.columns
             }
-            for row in s.scalars(select(ResultRollup))
+            for row in s.scalars(select(table))
         }
 
 
 def test_the_migration_backfills_the_rollup_of_recorded_results(board):
     """Down to the revision before result_rollup and up again: the backfill (SQL of its own)
-    rebuilds exactly the rows complete_run and rebuild_rollups wrote."""
+    rebuilds exactly the rollup and summary rows complete_run and rebuild_rollups wrote."""
     from alembic import command
 
     from db.migrate import alembic_config
     from db.session import get_engine
 
     url = board["url"]
-    written = rollup(url)
-    assert written.keys() == buckets(url)
-    assert sum(row["n_runs"] for row in written.values()) == 14
+    written = {table: rollup(url, table) for table in (ResultRollup, ConfigSummary)}
+    assert written[ResultRollup].keys() == buckets(url)
+    assert {key for key, *_ in buckets(url)} == {key for (key,) in written[ConfigSummary]}
+    for rows in written.values():
+        assert sum(row["n_runs"] for row in rows.values()) == 14
     cfg = alembic_config(url)
     with get_engine(url).begin() as connection:
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, "d1742b5e3a17")
         command.upgrade(cfg, "head")
-    rebuilt = rollup(url)
-    assert rebuilt.keys() == written.keys()
-    for bucket, row in written.items():
-        for column, value in row.items():
-            assert same(rebuilt[bucket][column], value), (column, rebuilt[bucket][column], value)
+    for table, rows in written.items():
+        rebuilt = rollup(url, table)
+        assert rebuilt.keys() == rows.keys()
+        for key, row in rows.items():
+            for column, value in row.items():
+                assert same(rebuilt[key][column], value), (table, column, rebuilt[key], value)
 
 
 def test_rebuild_repairs_the_leaderboard_after_results_deleted_by_hand(client, board, tmp_path):

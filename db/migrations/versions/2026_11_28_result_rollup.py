@@ -1,4 +1,4 @@
-"""result_rollup: the leaderboard's per-bucket counts and sums
+"""result_rollup and config_summary: the leaderboard's counts and sums
 
 Revision ID: 5c0e9a2f71b4
 Revises: d1742b5e3a17
@@ -19,16 +19,13 @@ depends_on: str | Sequence[str] | None = None
 
 COUNTS = ("n_runs", "n_reached", "n_diverged", "steps_n", "final_loss_n")
 SUMS = ("steps_sum", "steps_sumsq", "final_loss_sum", "final_loss_sumsq")
+ADDED = (*COUNTS, *SUMS, "test_accuracy_n", "test_accuracy_sum")
+ADDED += ("plateau_fraction_n", "plateau_fraction_sum")
 
 
-def upgrade() -> None:
-    op.create_table(
-        "result_rollup",
-        sa.Column("config_key", sa.String(length=64), nullable=False),
-        sa.Column("sweep_id", sa.Integer(), nullable=False),
-        sa.Column("device", sa.String(length=32), nullable=False),
-        sa.Column("torch_version", sa.String(length=32), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
+def sums_columns() -> list[sa.Column]:
+    """db.models.ResultSums' columns."""
+    return [
         sa.Column("task", sa.String(length=64), nullable=False),
         sa.Column("architecture", sa.String(length=64), nullable=False),
         *(sa.Column(name, sa.Integer(), nullable=False) for name in COUNTS),
@@ -39,6 +36,18 @@ def upgrade() -> None:
         sa.Column("plateau_fraction_sum", sa.Float(), nullable=False),
         sa.Column("last_result_at", db.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("budget_steps", sa.Integer(), nullable=True),
+    ]
+
+
+def upgrade() -> None:
+    op.create_table(
+        "result_rollup",
+        sa.Column("config_key", sa.String(length=64), nullable=False),
+        sa.Column("sweep_id", sa.Integer(), nullable=False),
+        sa.Column("device", sa.String(length=32), nullable=False),
+        sa.Column("torch_version", sa.String(length=32), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        *sums_columns(),
         sa.PrimaryKeyConstraint(
             "config_key",
             "sweep_id",
@@ -50,6 +59,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("result_rollup", schema=None) as batch_op:
         batch_op.create_index("ix_result_rollup_task", ["task", "architecture"], unique=False)
+    op.create_table(
+        "config_summary",
+        sa.Column("config_key", sa.String(length=64), nullable=False),
+        *sums_columns(),
+        sa.PrimaryKeyConstraint("config_key", name=op.f("pk_config_summary")),
+    )
+    with op.batch_alter_table("config_summary", schema=None) as batch_op:
+        batch_op.create_index("ix_config_summary_task", ["task", "architecture"], unique=False)
 
     # Backfill from the results already recorded: db.leaderboard.rebuild_rollups, written out
     # here so that this migration does not change when that code does.
@@ -82,9 +99,22 @@ def upgrade() -> None:
                  COALESCE(torch_version, ''), {day}
         """
     )
+    op.execute(
+        f"""
+        INSERT INTO config_summary (config_key, task, architecture, {", ".join(ADDED)},
+            last_result_at, budget_steps)
+        SELECT config_key, min(task), min(architecture), {", ".join(f"sum({c})" for c in ADDED)},
+               max(last_result_at), max(budget_steps)
+        FROM result_rollup
+        GROUP BY config_key
+        """
+    )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("config_summary", schema=None) as batch_op:
+        batch_op.drop_index("ix_config_summary_task")
+    op.drop_table("config_summary")
     with op.batch_alter_table("result_rollup", schema=None) as batch_op:
         batch_op.drop_index("ix_result_rollup_task")
     op.drop_table("result_rollup")
