@@ -41,6 +41,7 @@ import dataclasses
 import datetime as dt
 import math
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,6 +49,7 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Float,
+    Integer,
     Select,
     Subquery,
     and_,
@@ -156,17 +158,18 @@ def _sums(f: Filters) -> Select[Any]:
         "test_accuracy": r.test_accuracy,
         "plateau_fraction": r.plateau_fraction,
     }
+    # Counts as integers, the rollup's type: a bigint count would make its sums numeric.
     columns: list[ColumnElement[Any]] = [
         func.min(r.task).label("task"),
         func.min(r.architecture).label("architecture"),
-        func.count().label("n_runs"),
-        func.count().filter(r.reached_target.is_(True)).label("n_reached"),
-        func.count().filter(r.outcome == "diverged").label("n_diverged"),
+        cast(func.count(), Integer).label("n_runs"),
+        cast(func.count().filter(r.reached_target.is_(True)), Integer).label("n_reached"),
+        cast(func.count().filter(r.outcome == "diverged"), Integer).label("n_diverged"),
     ]
     for name in MEASURED:
         x = values[name]
         columns += [
-            func.count(x).label(f"{name}_n"),
+            cast(func.count(x), Integer).label(f"{name}_n"),
             func.coalesce(func.sum(x), 0.0).label(f"{name}_sum"),
         ]
         if name in WITH_SQUARES:
@@ -184,13 +187,14 @@ def _value_columns() -> list[str]:
     return [c.name for c in ConfigSummary.__table__.columns if c.name != "config_key"]
 
 
-def _add_up(rows: Subquery) -> Select[Any]:
-    """Per configuration, the ResultSums of `rows` (rollup rows, or sums alike) added up."""
+def _add_up(rows: Subquery, names: Sequence[str] | None = None) -> Select[Any]:
+    """Per configuration, the ResultSums of `rows` (rollup rows, or sums alike) added up:
+    the columns `names`, by default all of them."""
     combine = {"task": func.min, "architecture": func.min}
     combine |= {"last_result_at": func.max, "budget_steps": func.max}
     return select(
         rows.c.config_key,
-        *(combine.get(n, func.sum)(rows.c[n]).label(n) for n in _value_columns()),
+        *(combine.get(n, func.sum)(rows.c[n]).label(n) for n in names or _value_columns()),
     ).group_by(rows.c.config_key)
 
 
@@ -198,11 +202,12 @@ def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
-def _sums_under(filters: Filters) -> Subquery:
-    """One row of ResultSums per configuration, over its results that count under the
-    filters: config_summary's when only task and architecture are asked, else added up
-    from the rollup buckets the filters select."""
-    names = ["config_key", *_value_columns()]
+def _sums_under(filters: Filters, columns: Sequence[str] | None = None) -> Subquery:
+    """One row of ResultSums (`columns` of them, by default all) per configuration, over its
+    results that count under the filters: config_summary's when only task and architecture
+    are asked, else added up from the rollup buckets the filters select."""
+    columns = [n for n in _value_columns() if columns is None or n in columns]
+    names = ["config_key", *columns]
     if filters.summarized:
         c = ConfigSummary
         where = [
@@ -234,38 +239,41 @@ def _sums_under(filters: Filters) -> Subquery:
             parts.append(select(*(rest.c[n] for n in names)))
     parts.insert(0, select(*(k.__table__.c[n] for n in names)).where(*where))
     buckets = union_all(*parts).subquery("buckets") if len(parts) > 1 else parts[0].subquery()
-    return _add_up(buckets).subquery("sums")
+    return _add_up(buckets, columns).subquery("sums")
 
 
-def _ranked_source(filters: Filters) -> Subquery:
-    """One row per configuration under the filters, with the columns the ranking reads."""
-    c = _sums_under(filters).c
+def _mean(c: Any, name: str) -> ColumnElement[Any]:
+    n = c[f"{name}_n"]
+    return case((n > 0, c[f"{name}_sum"] / cast(n, Float)), else_=None)
 
-    def mean(name: str) -> ColumnElement[Any]:
-        n = c[f"{name}_n"]
-        return case((n > 0, c[f"{name}_sum"] / cast(n, Float)), else_=None)
 
-    def variance(name: str) -> ColumnElement[Any]:
-        n, s, sq = c[f"{name}_n"], c[f"{name}_sum"], c[f"{name}_sumsq"]
-        return case((n > 1, (sq - s * s / cast(n, Float)) / cast(n - 1, Float)), else_=None)
+def _variance(c: Any, name: str) -> ColumnElement[Any]:
+    n, s, sq = c[f"{name}_n"], c[f"{name}_sum"], c[f"{name}_sumsq"]
+    return case((n > 1, (sq - s * s / cast(n, Float)) / cast(n - 1, Float)), else_=None)
 
-    return select(
-        c.config_key,
-        c.task,
-        c.architecture,
-        c.n_runs,
-        c.n_reached,
-        c.n_diverged,
-        c.steps_sum,
-        mean("steps").label("steps_reached_mean"),
-        variance("steps").label("steps_var"),
-        mean("final_loss").label("final_loss_mean"),
-        variance("final_loss").label("final_loss_var"),
-        mean("test_accuracy").label("test_accuracy_mean"),
-        mean("plateau_fraction").label("plateau_fraction_mean"),
-        c.last_result_at,
-        c.budget_steps,
-    ).subquery("agg")
+
+# ranking metric -> (the ResultSums columns it reads, its value from them)
+RANKED: dict[str, tuple[tuple[str, ...], Callable[[Any], ColumnElement[Any]]]] = {
+    "steps": (
+        ("steps_sum", "n_runs", "n_reached", "budget_steps"),
+        lambda c: _ratio(c.steps_sum + (c.n_runs - c.n_reached) * c.budget_steps, c.n_runs),
+    ),
+    "steps_reached": (("steps_n", "steps_sum"), lambda c: _mean(c, "steps")),
+    "reached_rate": (("n_reached", "n_runs"), lambda c: _ratio(c.n_reached, c.n_runs)),
+    "final_loss": (("final_loss_n", "final_loss_sum"), lambda c: _mean(c, "final_loss")),
+    "test_accuracy": (
+        ("test_accuracy_n", "test_accuracy_sum"),
+        lambda c: _mean(c, "test_accuracy"),
+    ),
+    "plateau_fraction": (
+        ("plateau_fraction_n", "plateau_fraction_sum"),
+        lambda c: _mean(c, "plateau_fraction"),
+    ),
+    "divergence_rate": (("n_diverged", "n_runs"), lambda c: _ratio(c.n_diverged, c.n_runs)),
+    "n_runs": (("n_runs",), lambda c: c.n_runs),
+}
+assert set(RANKED) == set(METRICS)
+TIE_BREAK = ("final_loss_n", "final_loss_sum")  # then the lower mean final loss
 
 
 def refresh_rollup(*, session: Session, result: RunResult) -> None:
@@ -363,42 +371,35 @@ def leaderboard(
         # compilation (tens of ms) would cost more than it saves on a query this short.
         session.execute(text("SET LOCAL jit = off"))
 
-    a = _ranked_source(filters)
-
-    n_censored = a.c.n_runs - a.c.n_reached
-    columns: dict[str, ColumnElement[Any]] = {
-        "steps": _ratio(
-            func.coalesce(a.c.steps_sum, 0) + n_censored * a.c.budget_steps, a.c.n_runs
-        ),
-        "steps_reached": a.c.steps_reached_mean,
-        "reached_rate": _ratio(a.c.n_reached, a.c.n_runs),
-        "final_loss": a.c.final_loss_mean,
-        "test_accuracy": a.c.test_accuracy_mean,
-        "plateau_fraction": a.c.plateau_fraction_mean,
-        "divergence_rate": _ratio(a.c.n_diverged, a.c.n_runs),
-        "n_runs": a.c.n_runs,
-    }
-    direction = order or METRICS[metric]
-    primary = columns[metric].asc() if direction == "asc" else columns[metric].desc()
-    # First the page's keys, in order: a query that names only the ranking metric and the
-    # tie-break, so Postgres computes only the sums those need (it drops a subquery's unused
-    # outputs). Then every column, for those keys alone (pushed down to the rollup's key).
+    # First the page's keys in order, from the sums the metric and the tie-break read alone
+    # (Postgres drops a subquery's unused sums by itself, but not through a union of rollup
+    # rows and results). Then every column for those keys alone, pushed down to their rows.
+    inputs, value = RANKED[metric]
+    sums = _sums_under(filters, {*inputs, *TIE_BREAK}).c
+    rank = value(sums).asc() if (order or METRICS[metric]) == "asc" else value(sums).desc()
     ranked = (
-        select(a.c.config_key, func.count().over().label("total"))
-        .order_by(primary.nulls_last(), a.c.final_loss_mean.asc().nulls_last(), a.c.config_key)
+        select(sums.config_key, func.count().over())
+        .order_by(rank.nulls_last(), _mean(sums, "final_loss").asc().nulls_last(), sums.config_key)
         .offset(offset)
         .limit(limit)
     )
-    keys = session.execute(ranked).all()
-    # count(*) OVER () rides along with the page; past the last page, count separately.
-    total = keys[0].total if keys else session.scalar(select(func.count()).select_from(a))
-    full = select(
-        a, n_censored.label("n_censored"), *(c.label(f"rank_{n}") for n, c in columns.items())
-    ).where(a.c.config_key.in_([k.config_key for k in keys]))
-    by_key = {row["config_key"]: row for row in session.execute(full).mappings()} if keys else {}
-    page = [_row(by_key[k.config_key]) for k in keys]
+    order_of = session.execute(ranked).all()
+    if not order_of:  # past the last page: count separately
+        return [], session.scalar(select(func.count()).select_from(_sums_under(filters, ()))) or 0
+    total = order_of[0][1]
+    keys = [key for key, _ in order_of]
+
+    c = _sums_under(filters).c
+    rows = select(
+        *c,
+        *(value(c).label(f"rank_{name}") for name, (_, value) in RANKED.items()),
+        *(_mean(c, name).label(f"{name}_mean") for name in MEASURED),
+        *(_variance(c, name).label(f"{name}_var") for name in WITH_SQUARES),
+    ).where(c.config_key.in_(keys))
+    by_key = {row["config_key"]: row for row in session.execute(rows).mappings()}
+    page = [_row(by_key[key]) for key in keys]
     _add_details(session=session, filters=filters, page=page)
-    return page, total or 0
+    return page, total
 
 
 def _row(r: Any) -> dict[str, Any]:
@@ -408,11 +409,11 @@ def _row(r: Any) -> dict[str, Any]:
         "architecture": r["architecture"],
         "n_runs": r["n_runs"],
         "n_reached": r["n_reached"],
-        "n_censored": r["n_censored"],
+        "n_censored": r["n_runs"] - r["n_reached"],
         "n_diverged": r["n_diverged"],
         "budget_steps": r["budget_steps"],
         "steps_censored_mean": r["rank_steps"],
-        "steps_reached_mean": _float(r["steps_reached_mean"]),
+        "steps_reached_mean": r["steps_mean"],
         "steps_reached_std": _std(r["steps_var"]),
         "reached_rate": r["rank_reached_rate"],
         "final_loss_mean": r["final_loss_mean"],
@@ -422,11 +423,6 @@ def _row(r: Any) -> dict[str, Any]:
         "divergence_rate": r["rank_divergence_rate"],
         "last_result_at": r["last_result_at"],
     }
-
-
-def _float(value: Any) -> float | None:
-    # Postgres' avg of an integer column is a Decimal.
-    return None if value is None else float(value)
 
 
 def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any]]) -> None:
