@@ -24,7 +24,7 @@ Then, in the same run, it measures p50 / p95 over --repeats calls of
 checks that the query's pages equal the baseline's, prints the ranking query's plans, and
 prints the ratios. The target is p95 < 100 ms. The database is dropped at the end.
 
-    python benchmarks/leaderboard.py [--runs 100000] [--repeats 40] [--baseline-repeats 3]
+    python benchmarks/leaderboard.py [--runs 100000] [--repeats 100] [--baseline-repeats 3]
 """
 
 from __future__ import annotations
@@ -383,7 +383,7 @@ def machine(url: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--baseline-repeats", type=int, default=3)
     args = parser.parse_args()
 

@@ -17,15 +17,20 @@ charge them instead. The ranking metric `steps` counts such a run at its budget,
 `steps_reached_mean/std` are over the runs that reached the target only, reported beside
 `n_censored` so a mean of two lucky seeds is not mistaken for a robust one.
 
-Where the ranking reads from: `result_rollup` (db/models.py), one row per (configuration,
-sweep, device, torch version, UTC day) with the counts and sums of that bucket's counted
-results. Every filter is a condition on a bucket, so a ranking groups whole rollup rows by
-configuration and adds them up: the seeds of a configuration in one sweep are one row, and
-a ranking reads a fraction of the rows it would read from `run_result`. The one exception
-is a `since` inside a day: that day's results at or after it come from `run_result`, through
-the same aggregate. `refresh_rollup` recomputes the bucket of each result
-`db.queue.complete_run` records, in the result's transaction, from `run_result`; the rollup
-therefore never disagrees with the results. benchmarks/README.md has it measured.
+Where the ranking reads from (db/models.py has the tables): sums, never the results one by
+one. A result's counts, sums and sums of squares add up, so
+- `result_rollup` holds them per bucket (configuration, sweep, device, torch version, UTC
+  day). Every filter is a condition on a bucket (the owner through the sweep), so a ranking
+  adds up whole rows: the seeds of a configuration in one sweep are one row. A `since`
+  inside a day takes the rest of that day from `run_result`, through the same sums.
+- `config_summary` holds them per configuration (its rollup rows added up), for rankings
+  filtered by nothing but task and architecture: the front page and the default API call
+  read one row per configuration and add up nothing.
+`refresh_rollup` recomputes the bucket of each result `db.queue.complete_run` records, and
+its configuration's summary, in the result's transaction, from `run_result`; the rollup
+therefore never disagrees with the results. The ranking first orders the configurations by
+the sums its metric reads alone, then loads every column for the page's keys only.
+benchmarks/README.md has it measured.
 
 Means and variances come from the summed columns (n, Σx, Σx²): the variance is
 (Σx² − (Σx)²/n)/(n − 1), exact for the integer steps and, for losses, to about 1e-16 of the
