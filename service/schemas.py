@@ -107,3 +107,8 @@ class Health(BaseModel):
     status: str  # ok | degraded
     database: dict[str, Any]
     ray: dict[str, Any]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    database: dict[str, Any]

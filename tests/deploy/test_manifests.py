@@ -37,7 +37,8 @@ NAMESPACE = "plateau"
 RAY_PORTS = {6379, 8265, 10001}  # GCS, dashboard/Jobs, client: never published
 SECRETS = ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN")
 API_PORT = 8000
-HEALTH = "/api/v1/health"
+HEALTH = "/api/v1/health"  # liveness: 200 while the process answers
+READY = "/api/v1/ready"  # readiness: 503 while the database is unreachable
 # Not core Kubernetes: validated by hand below (RayCluster) or not a cluster object.
 CUSTOM_KINDS = {"RayCluster", "Kustomization"}
 
@@ -515,9 +516,9 @@ def test_api_deployment_probes_health_and_service_is_cluster_ip() -> None:
     ]  # fmt: skip
     ports = {p.get("name"): p["containerPort"] for p in api["ports"]}
     assert API_PORT in ports.values()
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe, path in (("readinessProbe", READY), ("livenessProbe", HEALTH)):
         http = api[probe]["httpGet"]
-        assert http["path"] == HEALTH, probe
+        assert http["path"] == path, probe
         assert ports.get(http["port"], http["port"]) == API_PORT, probe
     env = env_with_configmaps(api)
     assert secret_ref(env["DATABASE_URL"]) == ("plateau-secrets", "DATABASE_URL")

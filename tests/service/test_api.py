@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from db.models import Run, Sweep
 from db.session import session_scope
+from service.api.main import create_app
+from service.settings import Settings
 from tests.service.conftest import QUICK_SPEC
 
 
@@ -69,6 +72,33 @@ def test_openapi_and_health(client):
     assert "/api/v1/sweeps" in client.get("/openapi.json").json()["paths"]
     health = client.get("/api/v1/health").json()
     assert health["database"]["ok"] is True
+    ready = client.get("/api/v1/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+@pytest.mark.postgres
+def test_a_lost_database_makes_the_api_unready_but_alive(pg_migrated_url):
+    """The database disappears under a running app: readiness answers 503 with the
+    database's error (the load balancer stops routing here); health still answers 200."""
+    from sqlalchemy import create_engine, text
+
+    from db.session import dispose_engines
+    from tests.conftest import ADMIN_URL
+
+    settings = Settings(database_url=pg_migrated_url, lease_seconds=10, poll_seconds=0.2)
+    with TestClient(create_app(settings, dispatch=False)) as client:
+        assert client.get("/api/v1/ready").status_code == 200
+        dispose_engines()
+        admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = pg_migrated_url.rsplit("/", 1)[1]
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+        ready = client.get("/api/v1/ready")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["ready"] is False and name in ready.json()["database"]["error"]
+        health = client.get("/api/v1/health")
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
 
 
 def _with(path: str, value):
