@@ -340,6 +340,9 @@ def rebuild_rollups(*, session: Session) -> int:
     Returns the number of rollup rows."""
     r, k = RunResult, ResultRollup
     if session.get_bind().dialect.name == "postgresql":
+        # Results recorded meanwhile wait at their refresh's first write until this commits,
+        # then redo their bucket from a snapshot that holds the rebuild. Readers go on.
+        session.execute(text("LOCK TABLE result_rollup, config_summary IN EXCLUSIVE MODE"))
         day: ColumnElement[Any] = cast(func.timezone("UTC", r.created_at), Date)
     else:  # SQLite keeps naive UTC text
         day = func.date(r.created_at)

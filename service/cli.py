@@ -19,6 +19,7 @@ import httpx
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,13 +35,15 @@ db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 # Piped output (CI logs, files) gets a width that fits the ranked table.
 console = Console(width=None if sys.stdout.isatty() else 180)
-err = Console(stderr=True)
+# Errors are not wrapped (a long path must not split the message a script greps for) and
+# are printed as text, not Rich markup: they quote user input such as "[unclosed".
+err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(2)
 
 
@@ -184,7 +187,7 @@ def run(
     )
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
-        err.print(f"run {r['id']} failed: {(r['error'] or '').splitlines()[0]}")
+        err.print(f"run {r['id']} failed: {escape((r['error'] or '').splitlines()[0])}")
 
 
 def read_study_spec(path: str):  # -> StudySpec

@@ -54,7 +54,9 @@ def test_the_api_process_never_imports_torch():
     ],
 )
 def test_bad_specs_exit_2_with_a_message_naming_the_problem(tmp_path, content, message):
-    spec = tmp_path / "spec.yaml"
+    # A long path: the message must come out whole, not wrapped at the terminal's width.
+    spec = tmp_path / ("a-long-folder-name-" * 8) / "spec.yaml"
+    spec.parent.mkdir()
     spec.write_text(content)
     result = plateau("run", str(spec), env={"DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
     assert result.returncode == 2, result.stderr

@@ -336,6 +336,45 @@ def test_the_sweep_page_shows_who_ran_it_and_follows_progress_live(page, site):
     assert page.locator("#runs [data-field=status]").all_inner_texts() == ["succeeded"] * 2
 
 
+def test_the_live_sweep_table_follows_runs_past_the_first_thousand(page, site):
+    """The API pages runs by 1,000 at most: a sweep of 1,200 queued runs, of which the last is
+    recorded while the page is open, shows it without a reload."""
+    from workers.config import RunConfig
+
+    configs = [
+        RunConfig.model_validate({"task": {"name": "digits"}, "seed": seed}) for seed in range(1200)
+    ]
+    with session_scope(site["url"]) as s:
+        big = queue.enqueue_sweep(
+            session=s,
+            name="big",
+            owner="ana",
+            spec={},
+            runs=[(c.model_dump(mode="json"), c.config_hash(), c.config_key()) for c in configs],
+        ).id
+    page.goto(f"{site['base']}/sweeps/{big}")
+    assert page.locator("#runs tbody tr").count() == 1200
+    with session_scope(site["url"]) as s:
+        claims = queue.claim_runs(session=s, worker_id="web-test", limit=1200, lease_seconds=300)
+    last = max(claims, key=lambda c: c.run_id)
+    with session_scope(site["url"]) as s:
+        queue.complete_run(
+            session=s,
+            run_id=last.run_id,
+            attempt=last.attempt,
+            outcome="succeeded",
+            result={"steps_done": 10, "final_loss": 0.5, "reached_target": False},
+        )
+    status = f"tr[data-run-id='{last.run_id}'] [data-field=status]"
+    page.wait_for_function(
+        f"document.querySelector(\"{status}\").textContent === 'succeeded'", timeout=15_000
+    )
+    statuses = page.locator("#runs [data-field=status]").all_inner_texts()
+    assert statuses.count("running") == 1199 and statuses[-1] == "succeeded", statuses[-3:]
+    with session_scope(site["url"]) as s:  # leave nothing running for the other tests
+        queue.cancel_sweep(session=s, sweep_id=big)
+
+
 def test_compare_overlays_the_loss_curves_of_several_runs(page, site):
     runs = site["api"].get(f"/api/v1/sweeps/{site['sweep_id']}/runs").json()["data"]
     ids = [r["id"] for r in runs if r["status"] == "succeeded"][:3]

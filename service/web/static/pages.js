@@ -199,6 +199,15 @@ const Pages = (() => {
     }
   }
 
+  async function allRuns(id) {
+    const runs = [];
+    for (;;) { // the API pages by 1,000 at most
+      const page = await getJSON(`/api/v1/sweeps/${id}/runs?offset=${runs.length}&limit=1000`);
+      runs.push(...page.data);
+      if (!page.data.length || runs.length >= page.count) return runs;
+    }
+  }
+
   function sweep(id, status, periodMs) {
     const period = periodMs || 2000;
     let last = "";
@@ -206,7 +215,7 @@ const Pages = (() => {
       const s = await getJSON(`/api/v1/sweeps/${id}`);
       const key = JSON.stringify(s.counts);
       if (key !== last) { // the table first, so the status never runs ahead of the rows
-        updateRuns((await getJSON(`/api/v1/sweeps/${id}/runs?limit=1000`)).data);
+        updateRuns(await allRuns(id));
         last = key;
       }
       byId("progress-bar").style.width = `${(100 * s.progress).toFixed(1)}%`;
