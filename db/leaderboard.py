@@ -199,7 +199,11 @@ def _add_up(rows: Subquery, names: Sequence[str] | None = None) -> Select[Any]:
     combine |= {"last_result_at": func.max, "budget_steps": func.max}
     return select(
         rows.c.config_key,
-        *(combine.get(n, func.sum)(rows.c[n]).label(n) for n in names or _value_columns()),
+        *(
+            combine.get(n, func.sum)(rows.c[n]).label(n)
+            for n in _value_columns()
+            if names is None or n in names
+        ),
     ).group_by(rows.c.config_key)
 
 

@@ -387,6 +387,7 @@ QUERIES = [
     {"architecture": "mlp", "task": "parity"},
     {"task": "digits", "limit": 2, "offset": 1},
     {"offset": 40},
+    {"device": "cpu", "offset": 40},  # past the last page, through the rollup
 ]
 
 

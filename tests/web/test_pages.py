@@ -341,9 +341,12 @@ def test_the_live_sweep_table_follows_runs_past_the_first_thousand(page, site):
     recorded while the page is open, shows it without a reload."""
     from workers.config import RunConfig
 
-    configs = [
-        RunConfig.model_validate({"task": {"name": "digits"}, "seed": seed}) for seed in range(1200)
-    ]
+    base = {
+        "task": {"name": "digits"},
+        "architecture": {"name": "mlp", "depth": 1, "width": 8},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+    }
+    configs = [RunConfig.model_validate(base | {"seed": seed}) for seed in range(1200)]
     with session_scope(site["url"]) as s:
         big = queue.enqueue_sweep(
             session=s,
