@@ -27,14 +27,17 @@ one. A result's counts, sums and sums of squares add up, so
   filtered by nothing but task and architecture: the front page and the default API call
   read one row per configuration and add up nothing.
 `refresh_rollup` recomputes the bucket of each result `db.queue.complete_run` records, and
-its configuration's summary, in the result's transaction, from `run_result`; the rollup
-therefore never disagrees with the results. The ranking first orders the configurations by
+its configuration's summary, in the result's transaction, from `run_result`, so the sums
+agree with the results that plateau wrote. Results written or deleted any other way (SQL by
+hand, a worker of a version before the rollup still finishing its run during an upgrade)
+need `plateau db rebuild-leaderboard`. The ranking first orders the configurations by
 the sums its metric reads alone, then loads every column for the page's keys only.
 benchmarks/README.md has it measured.
 
 Means and variances come from the summed columns (n, Σx, Σx²): the variance is
-(Σx² − (Σx)²/n)/(n − 1), exact for the integer steps and, for losses, to about 1e-16 of the
-mean's square (a spread below ~1e-8 of the mean reads as noise); clamped at 0.
+(Σx² − (Σx)²/n)/(n − 1), clamped at 0, in float64: its rounding error is about 1e-16 of
+n·mean², so a spread below ~1e-8 of the mean reads as noise (for steps, a configuration
+would need some 10⁷ runs of 10⁴ steps before that matters).
 
 Everything shown only for the rows of a page (seeds, verdict counts, best run, software) is
 computed afterwards for that page's keys alone, through run_result's `config_key` index.
@@ -88,6 +91,7 @@ METRICS: dict[str, Order] = {
 DEFAULT_METRIC = "steps"
 COUNTED_OUTCOMES = ("succeeded", "diverged")
 MAX_RUN_IDS = 20  # run ids listed per row (best first), for links to the runs
+KEYS_PER_QUERY = 1000  # configurations per statement when loading a page's rows
 ROLLUP_LOCK = 7412  # first key of refresh_rollup's advisory locks (studies use 7411)
 
 
@@ -102,6 +106,10 @@ class Filters:
     owner: str | None = None
     torch_version: str | None = None
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.since is not None and self.since.tzinfo is None:
+            raise ValueError("Filters.since must be timezone-aware (UTC)")
 
     @property
     def summarized(self) -> bool:
@@ -146,8 +154,8 @@ def _ratio(a: Any, b: Any) -> ColumnElement[Any]:
     return cast(a, Float) / cast(b, Float)
 
 
-# The measured columns: rollup prefix -> the run_result column. `steps` is steps_to_target,
-# NULL exactly when the target was not reached.
+# The measured columns, by their prefix in ResultSums; `steps` is run_result.steps_to_target
+# (NULL exactly when the target was not reached), the others are run_result's own names.
 MEASURED = ("steps", "final_loss", "test_accuracy", "plateau_fraction")
 WITH_SQUARES = ("steps", "final_loss")
 
@@ -226,7 +234,7 @@ def _sums_under(filters: Filters, columns: Sequence[str] | None = None) -> Subqu
         ]
         return select(*(c.__table__.c[n] for n in names)).where(*where).subquery("sums")
     k = ResultRollup
-    where = []
+    where = []  # conditions on a bucket
     for column, value in (
         (k.task, filters.task),
         (k.architecture, filters.architecture),
@@ -241,7 +249,13 @@ def _sums_under(filters: Filters, columns: Sequence[str] | None = None) -> Subqu
     parts: list[Select[Any]] = []
     if filters.since is not None:
         since = filters.since.astimezone(dt.UTC)
-        first_day = since.date() + dt.timedelta(0 if since == _day_start(since.date()) else 1)
+        midnight = since == _day_start(since.date())
+        # The first whole day (inside the last representable day, that day: nothing is later)
+        first_day = (
+            since.date()
+            if midnight or since.date() == dt.date.max
+            else since.date() + dt.timedelta(1)
+        )
         where.append(k.day >= first_day)
         if since < _day_start(first_day):  # the rest of since's own day, from the results
             rest = _sums(filters).where(RunResult.created_at < _day_start(first_day)).subquery()
@@ -402,15 +416,27 @@ def leaderboard(
     keys = [key for key, _ in order_of]
 
     c = _sums_under(filters).c
-    rows = select(
+    full = select(
         *c,
         *(value(c).label(f"rank_{name}") for name, (_, value) in RANKED.items()),
         *(_mean(c, name).label(f"{name}_mean") for name in MEASURED),
         *(_variance(c, name).label(f"{name}_var") for name in WITH_SQUARES),
-    ).where(c.config_key.in_(keys))
-    by_key = {row["config_key"]: row for row in session.execute(rows).mappings()}
-    page = [_row(by_key[key]) for key in keys]
-    _add_details(session=session, filters=filters, page=page)
+    )
+    page: list[dict[str, Any]] = []
+    # In chunks: a CSV of every configuration would pass more keys than a statement may
+    # have parameters (65,535 for psycopg, 32,766 for SQLite).
+    for start in range(0, len(keys), KEYS_PER_QUERY):
+        chunk = keys[start : start + KEYS_PER_QUERY]
+        by_key = {
+            r["config_key"]: r
+            for r in session.execute(full.where(c.config_key.in_(chunk))).mappings()
+        }
+        # A key can vanish between the two reads (a rebuild in between): leave it out.
+        rows = [_row(by_key[key]) for key in chunk if key in by_key]
+        _add_details(session=session, filters=filters, page=rows)
+        # So can its results (deleted by hand in SQL, before `plateau db rebuild-leaderboard`):
+        # a row whose runs are gone is left out too.
+        page += [row for row in rows if row["run_ids"]]
     return page, total
 
 
@@ -504,7 +530,7 @@ def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any
     ):
         by_key[key]["run_ids"].append(run_id)
 
-    best = {row["run_ids"][0]: row for row in page}
+    best = {row["run_ids"][0]: row for row in page if row["run_ids"]}
     for run_id, config in session.execute(select(Run.id, Run.config).where(Run.id.in_(list(best)))):
         best[run_id]["best_run_id"] = run_id
         best[run_id]["config"] = {k: v for k, v in config.items() if k != "seed"}

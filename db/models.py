@@ -33,7 +33,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Columns the leaderboard reads, carried in its indexes (Postgres INCLUDE) for index-only scans.
+# Columns the leaderboard's per-configuration reads of run_result use (refreshing a rollup
+# bucket, a page's details), carried in its indexes (Postgres INCLUDE) for index-only scans.
 LEADERBOARD_COVERED = (
     "architecture",
     "sweep_id",
@@ -204,8 +205,8 @@ class RunResult(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     pruned_step: Mapped[int | None]  # a study's pruner stopped the run here
     # Copies of the run's grouping facts, written with the result (they never change): the
-    # leaderboard then reads one narrow covering index instead of joining two wide tables
-    # (benchmarks/README.md has both measured).
+    # leaderboard's sums (result_rollup) and a page's details then read one narrow covering
+    # index of this table instead of joining two wide ones.
     config_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
     task: Mapped[str] = mapped_column(String(64), default="", server_default="")
     architecture: Mapped[str] = mapped_column(String(64), default="", server_default="")

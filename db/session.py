@@ -34,7 +34,15 @@ def get_engine(url: str) -> Engine:
             _engines[url] = _sqlite_engine(url)
         else:
             # pool_pre_ping: dispatchers and workers outlive database restarts.
-            _engines[url] = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            # READ COMMITTED whatever the server's default: db.leaderboard.refresh_rollup
+            # relies on each statement seeing what committed before it (see there).
+            _engines[url] = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=5,
+                isolation_level="READ COMMITTED",
+            )
     return _engines[url]
 
 
