@@ -299,6 +299,16 @@ assert set(RANKED) == set(METRICS)
 TIE_BREAK = ("final_loss_n", "final_loss_sum")  # then the lower mean final loss
 
 
+# A bucket's columns besides its day (run_result's and result_rollup's names alike), and what
+# the rollup stores where a result has NULL: they are part of its primary key.
+BUCKET_NULLS: dict[str, Any] = {"sweep_id": 0, "device": "", "torch_version": ""}
+
+
+def _bucket_keys() -> dict[str, ColumnElement[Any]]:
+    """run_result's bucket columns besides the day, NULL read as the rollup stores it."""
+    return {n: func.coalesce(getattr(RunResult, n), null) for n, null in BUCKET_NULLS.items()}
+
+
 def refresh_rollup(*, session: Session, result: RunResult) -> None:
     """Recompute the result_rollup row of the bucket `result` falls in (dropping it when no
     result there counts), then its configuration's config_summary row from its rollup rows.
@@ -315,11 +325,9 @@ def refresh_rollup(*, session: Session, result: RunResult) -> None:
     r, k = RunResult, ResultRollup
     day = result.created_at.astimezone(dt.UTC).date()
     bucket = {
-        "sweep_id": result.sweep_id or 0,
-        "device": result.device or "",
-        "torch_version": result.torch_version or "",
-        "day": day,
-    }
+        n: null if getattr(result, n) is None else getattr(result, n)
+        for n, null in BUCKET_NULLS.items()
+    } | {"day": day}
     session.execute(
         delete(k).where(k.config_key == key, *(k.__table__.c[n] == v for n, v in bucket.items()))
     )
@@ -327,9 +335,7 @@ def refresh_rollup(*, session: Session, result: RunResult) -> None:
         _sums(Filters())
         .where(
             r.config_key == key,
-            func.coalesce(r.sweep_id, 0) == bucket["sweep_id"],
-            func.coalesce(r.device, "") == bucket["device"],
-            func.coalesce(r.torch_version, "") == bucket["torch_version"],
+            *(expr == bucket[name] for name, expr in _bucket_keys().items()),
             r.created_at >= _day_start(day),
             r.created_at < _day_start(day + dt.timedelta(1)),
         )
@@ -364,12 +370,8 @@ def rebuild_rollups(*, session: Session) -> int:
         day: ColumnElement[Any] = cast(func.timezone("UTC", r.created_at), Date)
     else:  # SQLite keeps naive UTC text
         day = func.date(r.created_at)
-    bucket = [
-        func.coalesce(r.sweep_id, 0).label("sweep_id"),
-        func.coalesce(r.device, "").label("device"),
-        func.coalesce(r.torch_version, "").label("torch_version"),
-        day.label("day"),
-    ]
+    bucket = [expr.label(name) for name, expr in _bucket_keys().items()]
+    bucket.append(day.label("day"))
     s = _sums(Filters()).add_columns(*bucket).group_by(*bucket).subquery()
     row = select(*(s.c[c.name] for c in k.__table__.columns))
     session.execute(delete(k))
