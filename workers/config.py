@@ -37,6 +37,19 @@ class DigitsTask(Strict):
 
     name: Literal["digits"] = "digits"
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    n_train: int | None = Field(
+        None, ge=10, le=1797, description="train on the first N of the training split (all: null)"
+    )
+
+    @model_validator(mode="after")
+    def _split_fits(self) -> DigitsTask:
+        available = 1797 - max(1, round(1797 * self.test_fraction))
+        if self.n_train is not None and self.n_train > available:
+            raise ValueError(
+                f"n_train={self.n_train} exceeds the {available} training samples left by "
+                f"test_fraction={self.test_fraction}"
+            )
+        return self
 
 
 class TeacherStudentTask(Strict):
@@ -117,6 +130,17 @@ TaskConfig = Annotated[
     typing.Union[BUILTIN_TASKS + tuple(p.config for p in task_plugins().values())],  # noqa: UP007
     Field(discriminator="name"),
 ]
+
+# The loss each built-in task trains with unless the spec says `loss:`. Classification tasks
+# (cross_entropy) may also train with MSE on one-hot targets, as landscape papers often do.
+TASK_LOSS: dict[str, str] = {
+    "digits": "cross_entropy",
+    "teacher_student": "mse",
+    "deep_linear": "mse",
+    "parity": "cross_entropy",
+    "spirals": "cross_entropy",
+    "modular_addition": "cross_entropy",
+}
 
 # What a task's inputs look like decides which architectures can read them.
 TASK_INPUT_KIND: dict[str, str] = {
@@ -238,11 +262,17 @@ class DefaultInit(_Init):
 
 
 class XavierUniformInit(_Init):
+    """Glorot & Bengio (2010): U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+
     name: Literal["xavier_uniform"] = "xavier_uniform"
+    gain: PositiveFloat = Field(1.0, description="Glorot's gain; 1 as in the paper")
 
 
 class XavierNormalInit(_Init):
+    """Glorot & Bengio (2010): N(0, gain^2 * 2 / (fan_in + fan_out))."""
+
     name: Literal["xavier_normal"] = "xavier_normal"
+    gain: PositiveFloat = Field(1.0, description="Glorot's gain; 1 as in the paper")
 
 
 class KaimingUniformInit(_Init):
@@ -272,6 +302,13 @@ class UniformInit(_Init):
     name: Literal["uniform"] = "uniform"
     bound: PositiveFloat = 0.05
 
+
+# Version of each init's definition. It is part of `config_key`, so runs made under an older
+# definition never pool with runs of the current one. Version 1: every init up to 2026-11
+# (xavier_* then multiplied by the activation's gain, which on ReLU nets is He's variance).
+# Version 2 of xavier_*: Glorot & Bengio's, gain 1 unless the spec sets `gain`.
+INIT_VERSION: dict[str, int] = {"xavier_uniform": 2, "xavier_normal": 2}
+LEGACY_INIT_VERSION = 1
 
 InitConfig = Annotated[
     DefaultInit
@@ -378,7 +415,15 @@ class GradClip(Strict):
 
 class Budget(Strict):
     steps: int = Field(500, ge=1, le=1_000_000)
-    batch_size: int = Field(128, ge=1, le=65_536)
+    batch_size: int = Field(
+        128,
+        ge=1,
+        le=65_536,
+        description="minibatch size, drawn with replacement (ignored with full_batch)",
+    )
+    full_batch: bool = Field(
+        False, description="exact gradient descent: every step uses the whole training set"
+    )
     log_every: int = Field(1, ge=1, description="record per-step evidence every k steps")
     eval_every: int = Field(50, ge=1, description="evaluate on the test split every m steps")
 
@@ -388,20 +433,48 @@ class Target(Strict):
 
 
 class PlateauThresholds(Strict):
-    """Parameters of the plateau detector (workers/plateau.py), stored with each result."""
+    """Parameters of the plateau detector (workers/plateau.py), stored with each result.
+
+    What is measured, not what is trained: they are not part of `config_key`.
+    """
 
     window: int = Field(50, ge=2, description="steps over which relative progress is measured")
     rel_improvement: float = Field(
         0.01, gt=0, lt=1, description="a window improving the loss by less than this is flat"
     )
-    min_length: int = Field(100, ge=1, description="shortest flat stretch that counts, in steps")
-    escape_factor: float = Field(
-        0.5, gt=0, lt=1, description="escaped when the loss later falls below factor * level"
+    min_length: int = Field(100, ge=1, description="shortest plateau that counts, in steps")
+    band: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="a plateau lasts while the smoothed loss stays within level * (1 +- band); "
+        "escaped when it later falls below level * (1 - band)",
     )
     smoothing: float = Field(0.9, ge=0, lt=1, description="EMA factor applied to the loss")
-    divergence_factor: float = Field(
-        100.0, gt=1, description="diverged when the loss exceeds factor * its first value"
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        # Configs stored before 2026-12 carry escape_factor (replaced by band) and
+        # divergence_factor (moved to RunConfig.divergence); accept and drop them.
+        if isinstance(data, dict):
+            legacy = ("escape_factor", "divergence_factor")
+            data = {k: v for k, v in data.items() if k not in legacy}
+        return data
+
+
+class Divergence(Strict):
+    """When a run is stopped as diverged (workers/train.py).
+
+    Non-finite loss stops it at once. Otherwise a run diverges when its training loss stays
+    above `factor` times its first step's loss (the loss at initialization) for `patience`
+    consecutive steps; `diverged_step` is the first of them. Defaults: a healthy run never
+    sits at 10x its initial loss (cross-entropy starts near ln C and only falls), while a
+    catapult spike (Lewkowycz et al. 2020) returns within a few steps; 20 steps tells them apart.
+    """
+
+    factor: float = Field(10.0, gt=1, description="loss above factor x its first value ...")
+    patience: int = Field(20, ge=1, le=100_000, description="... for this many steps in a row")
 
 
 class ProbeSpec(Strict):
@@ -412,16 +485,45 @@ class ProbeSpec(Strict):
     max_plateau_probes: int = Field(
         3, ge=0, le=100, description="probe at most this many plateau entries per run"
     )
+    measure: list[Literal["eigenvalues", "trace", "density", "slices"]] = Field(
+        default_factory=lambda: ["eigenvalues", "trace", "density", "slices"],
+        min_length=1,
+        description="which probes run; [eigenvalues] alone costs only its Lanczos steps",
+    )
     k: int = Field(3, ge=1, le=50, description="extreme eigenvalues at each end")
-    lanczos_steps: int = Field(40, ge=2, le=1000)
-    hutchinson_vectors: int = Field(20, ge=1, le=10_000)
-    slq_vectors: int = Field(4, ge=1, le=200)
+    lanczos_steps: int = Field(
+        40,
+        ge=2,
+        le=1000,
+        description="Lanczos steps to start with; more are taken, up to "
+        "lanczos_max_steps, until the k extreme eigenvalues converge",
+    )
+    lanczos_max_steps: int = Field(300, ge=2, le=5000)
+    trace_method: Literal["auto", "hutchinson", "hutchpp", "xtrace"] = Field(
+        "auto", description="trace estimator (workers/probes/__init__.py says what auto picks)"
+    )
+    hutchinson_vectors: int = Field(
+        20,
+        ge=2,
+        le=10_000,
+        description="matrix-vector products of the trace estimate (>= 2 for a standard error)",
+    )
+    slq_vectors: int = Field(4, ge=2, le=200)
     slq_steps: int = Field(30, ge=2, le=500)
     slice_points: int = Field(21, ge=3, le=201)
     max_samples: int = Field(2048, ge=16, description="probe batch: first N training samples")
     mode: Literal["eval", "train"] = Field(
         "eval", description="model mode while probing (BatchNorm uses running stats in eval)"
     )
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> ProbeSpec:
+        if self.lanczos_max_steps < self.lanczos_steps:
+            raise ValueError(
+                f"lanczos_max_steps={self.lanczos_max_steps} is below "
+                f"lanczos_steps={self.lanczos_steps}"
+            )
+        return self
 
 
 class RunConfig(Strict):
@@ -433,20 +535,49 @@ class RunConfig(Strict):
     init: InitConfig = Field(default_factory=DefaultInit)
     optimizer: OptimizerConfig
     grad_clip: GradClip | None = None
+    loss: Literal["cross_entropy", "mse"] | None = Field(
+        None,
+        description="training loss; null: the task's own (mse on a classification task uses "
+        "one-hot targets)",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     budget: Budget = Field(default_factory=Budget)
     target: Target = Field(default_factory=Target)
+    divergence: Divergence = Field(default_factory=Divergence)
     plateau: PlateauThresholds = Field(default_factory=PlateauThresholds)
     probes: ProbeSpec = Field(default_factory=ProbeSpec)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(1, ge=1, le=256, description="torch intra-op threads on CPU")
     dtype: Literal["float32", "float64"] = "float32"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        # Configs stored before 2026-12 kept the divergence factor among the plateau settings.
+        plateau = data.get("plateau")
+        legacy = isinstance(plateau, dict) and "divergence_factor" in plateau
+        if legacy and "divergence" not in data:
+            data["divergence"] = {"factor": plateau["divergence_factor"]}
+        # A resolved config names its loss, so equal trainings hash equal however written.
+        task = data.get("task")
+        task_name = task.get("name") if isinstance(task, dict) else getattr(task, "name", None)
+        if data.get("loss") is None and task_name in TASK_LOSS:
+            data["loss"] = TASK_LOSS[task_name]
+        return data
+
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:
         problem = compatibility_problem(self.task.name, self.architecture.name, self.normalization)
         if problem:
             raise ValueError(problem)
+        if self.loss == "cross_entropy" and TASK_LOSS.get(self.task.name) == "mse":
+            raise ValueError(
+                f"loss 'cross_entropy' needs class labels; task '{self.task.name}' is a "
+                "regression task (expected loss: mse)"
+            )
         return self
 
     def config_hash(self) -> str:
@@ -454,7 +585,7 @@ class RunConfig(Strict):
         return config_hash(self.model_dump(mode="json"))
 
     def config_key(self) -> str:
-        """config_hash without the seed: the runs of one configuration over seeds share it."""
+        """Hash of what changes the training, seed excluded: see `key_document`."""
         return config_key(self.model_dump(mode="json"))
 
 
@@ -493,5 +624,42 @@ def config_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# What changes the training, and so what a configuration (a leaderboard row) is. Everything
+# else in a RunConfig is how it is measured or executed (probes, plateau detector, log and
+# eval cadence, threads, device) or the seed, which a configuration pools over.
+KEY_FIELDS = (
+    "task",
+    "architecture",
+    "normalization",
+    "init",
+    "optimizer",
+    "grad_clip",
+    "loss",
+    "budget",
+    "dtype",
+    "divergence",
+    "target",
+)
+KEY_BUDGET_FIELDS = ("steps", "batch_size", "full_batch")
+
+
+def key_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config (its JSON) that `config_key` hashes.
+
+    The init carries the version of its definition (INIT_VERSION); with full-batch training
+    the batch size means nothing and is left out.
+    """
+    doc = {k: document[k] for k in KEY_FIELDS if k in document}
+    budget = {k: doc["budget"][k] for k in KEY_BUDGET_FIELDS if k in doc.get("budget", {})}
+    if budget.get("full_batch"):
+        budget.pop("batch_size", None)
+    doc["budget"] = budget
+    init = dict(doc.get("init") or {"name": "default"})
+    init["version"] = INIT_VERSION.get(init["name"], LEGACY_INIT_VERSION)
+    doc["init"] = init
+    return doc
+
+
 def config_key(document: dict[str, Any]) -> str:
-    return config_hash({k: v for k, v in document.items() if k != "seed"})
+    """Hash of `key_document(document)`: the runs of one configuration over seeds share it."""
+    return config_hash(key_document(document))
