@@ -438,11 +438,14 @@ class PlateauThresholds(Strict):
     What is measured, not what is trained: they are not part of `config_key`.
     """
 
-    window: int = Field(50, ge=2, description="steps over which relative progress is measured")
+    # Defaults (2026-12): found every plateau of examples/deep_linear_init_scale.yaml and the
+    # ~150-step first plateau of a scale-0.35 deep linear net, where window 50 / 1 % / 100
+    # steps missed them under minibatch noise of +-4 % (tests/workers/test_plateau.py).
+    window: int = Field(25, ge=2, description="steps over which relative progress is measured")
     rel_improvement: float = Field(
-        0.01, gt=0, lt=1, description="a window improving the loss by less than this is flat"
+        0.02, gt=0, lt=1, description="a window improving the loss by less than this is flat"
     )
-    min_length: int = Field(100, ge=1, description="shortest plateau that counts, in steps")
+    min_length: int = Field(50, ge=1, description="shortest plateau that counts, in steps")
     band: float = Field(
         0.1,
         gt=0,

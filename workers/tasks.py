@@ -66,8 +66,14 @@ def make_digits(cfg: Any) -> TaskData:
     x = torch.tensor(digits.images, dtype=torch.float64).unsqueeze(1) / 16.0
     y = torch.tensor(digits.target, dtype=torch.long)
     gen = torch.Generator().manual_seed(DATA_SEED)
+    x_train, y_train, x_test, y_test = _split(x, y, cfg.test_fraction, gen)
+    if cfg.n_train is not None:  # a subset for landscape studies; the test split is unchanged
+        x_train, y_train = x_train[: cfg.n_train], y_train[: cfg.n_train]
     return TaskData(
-        *_split(x, y, cfg.test_fraction, gen),
+        x_train,
+        y_train,
+        x_test,
+        y_test,
         loss="cross_entropy",
         input_kind="image",
         input_shape=(1, 8, 8),
@@ -210,11 +216,27 @@ def create_task(cfg: Any) -> TaskData:
     return data
 
 
-def loss_fn(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """Mean loss over the batch: cross-entropy on logits, or MSE summed over outputs."""
+def _mse(out: Tensor, y: Tensor) -> Tensor:
+    # 1/2 ||f(x) - y||^2 per example, averaged: the convention of the deep linear theory.
+    return 0.5 * ((out - y) ** 2).sum(-1).mean()
+
+
+def _mse_one_hot(out: Tensor, y: Tensor) -> Tensor:
+    # MSE on class labels: the target is the one-hot vector of the label (as in landscape
+    # papers that train classifiers with the square loss, e.g. Cohen et al. 2021).
+    return _mse(out, torch.nn.functional.one_hot(y, out.shape[-1]).to(out.dtype))
+
+
+def loss_fn(kind: str, task_loss: str | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """Mean loss over the batch: cross-entropy on logits, or MSE summed over outputs.
+
+    `task_loss` is the loss the task's targets are made for; MSE on a cross-entropy task's
+    class labels compares the outputs with one-hot targets.
+    """
     if kind == "cross_entropy":
+        if task_loss == "mse":
+            raise UnknownName("loss for a regression task", kind, ["mse"])
         return torch.nn.functional.cross_entropy
     if kind == "mse":
-        # 1/2 ||f(x) - y||^2 per example, averaged: the convention of the deep linear theory.
-        return lambda out, y: 0.5 * ((out - y) ** 2).sum(-1).mean()
+        return _mse_one_hot if task_loss == "cross_entropy" else _mse
     raise UnknownName("loss", kind, ["cross_entropy", "mse"])

@@ -23,7 +23,7 @@ from workers.errors import Stopped
 from workers.inits import apply_init
 from workers.models import activation_of, create_model
 from workers.optim import create_optimizer, lr_factor
-from workers.plateau import PlateauTracker, detect_plateaus
+from workers.plateau import OnPlateau, PlateauTracker, detect_plateaus
 from workers.tasks import TaskData, create_task, loss_fn
 
 
@@ -50,8 +50,10 @@ class TrainHooks:
     should_stop: Callable[[], bool] | None = None  # checked every step; True -> Stopped
     on_probe: ProbeHook | None = None  # called at the probe points the config asks for
     flush_rows: int = 256  # metric rows per on_metrics call
-    # Intermediate values for a study's pruner: (step, smoothed loss) -> True to stop here.
-    on_report: Callable[[int, float], bool] | None = None
+    # Intermediate values for a study's pruner: (step, smoothed loss, current plateau or
+    # None) -> True to stop here. Never called once the run has reached its target: a trial
+    # that earned its steps-to-target completes with it.
+    on_report: Callable[[int, float, OnPlateau | None], bool] | None = None
     report_every: int = 50
 
 
@@ -73,10 +75,14 @@ class TrainResult:
     environment: dict[str, Any]
     seconds: float
     losses: list[float] = field(repr=False, default_factory=list)  # every step's train loss
+    # Logged steps' norms, for the diagnosis (stored per step in run_metric already).
+    grad_norms: dict[int, float] = field(repr=False, default_factory=dict)
+    update_norms: dict[int, float] = field(repr=False, default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """The fields stored in run_result."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("outcome", "losses")}
+        kept_out = ("outcome", "losses", "grad_norms", "update_norms")
+        return {k: v for k, v in self.__dict__.items() if k not in kept_out}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -152,8 +158,8 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
         # and a fixed thread count keeps CPU reductions bitwise reproducible.
         torch.set_num_threads(config.threads)
     data, model = build(config, device)
-    loss = loss_fn(data.loss)
-    classify = data.loss == "cross_entropy"
+    loss = loss_fn(config.loss or data.loss, data.loss)
+    classify = data.loss == "cross_entropy"  # labels: accuracy is measured whatever the loss
     optimizer = create_optimizer(model.parameters(), config.optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
     weights = [p.detach() for p in params]
@@ -167,15 +173,17 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
 
     losses: list[float] = []
     grad_norms: dict[int, float] = {}
+    update_norms: dict[int, float] = {}
     rows: list[dict[str, Any]] = []
     clipped_steps = 0
     plateau_probes = 0
     pruned_step: int | None = None
     diverged_step: int | None = None
     n_train = len(data.x_train)
-    batch_size = min(budget.batch_size, n_train)
+    batch_size = n_train if budget.full_batch else min(budget.batch_size, n_train)
     base_lr = config.optimizer.lr
-    divergence_bound = config.plateau.divergence_factor
+    divergence = config.divergence
+    above_since: int | None = None  # first step of the current stretch above the bound
 
     def flush() -> None:
         if rows and hooks.on_metrics is not None:
@@ -203,18 +211,29 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        # Sampling with replacement from a seeded generator: batch t is a function of
-        # (seed, t) only, whatever happened before.
-        idx = torch.randint(0, n_train, (batch_size,), generator=batch_gen, device=device)
-        out = model(data.x_train[idx])
-        batch_loss = loss(out, data.y_train[idx])
+        if budget.full_batch:  # exact gradient descent on the training loss
+            x_batch, y_batch = data.x_train, data.y_train
+        else:
+            # Sampling with replacement from a seeded generator: batch t is a function of
+            # (seed, t) only, whatever happened before.
+            idx = torch.randint(0, n_train, (batch_size,), generator=batch_gen, device=device)
+            x_batch, y_batch = data.x_train[idx], data.y_train[idx]
+        out = model(x_batch)
+        batch_loss = loss(out, y_batch)
         loss_value = float(batch_loss.detach())
         # Cross-entropy stays finite as logits blow up, so "non-finite" alone misses most
-        # divergences: a loss far above where it started counts too.
+        # divergences: a loss held far above where it started counts too (config.Divergence).
         first_loss = losses[0] if losses else loss_value
-        if not math.isfinite(loss_value) or loss_value > divergence_bound * max(first_loss, 1e-8):
+        if not math.isfinite(loss_value):
             diverged_step = step
             break
+        if loss_value > divergence.factor * max(first_loss, 1e-12):
+            above_since = step if above_since is None else above_since
+            if step - above_since + 1 >= divergence.patience:
+                diverged_step = above_since
+                break
+        else:
+            above_since = None
         optimizer.zero_grad(set_to_none=True)
         batch_loss.backward()
 
@@ -246,7 +265,8 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
             hooks.on_report is not None
             and step > 0
             and step % hooks.report_every == 0
-            and hooks.on_report(step, tracker.smoothed[-1])
+            and tracker.reached is None
+            and hooks.on_report(step, tracker.smoothed[-1], tracker.current())
         ):
             pruned_step = step
             break
@@ -263,12 +283,13 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
             layer_sq: dict[str, float] = {}
             for name, sq in zip(names, per_param_sq, strict=True):
                 layer_sq[name] = layer_sq.get(name, 0.0) + sq
+            update_norms[step] = math.sqrt(update_total_sq)
             row: dict[str, Any] = {
                 "step": step,
                 "loss": loss_value,
                 "lr": lr,
                 "grad_norm": grad_norm,
-                "update_norm": math.sqrt(update_total_sq),
+                "update_norm": update_norms[step],
                 "param_norm": math.sqrt(weight_total_sq),
                 "clipped": clipped,
                 "layer_grad_norms": {k: math.sqrt(v) for k, v in layer_sq.items()},
@@ -331,4 +352,6 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
         environment=environment(config, device),
         seconds=time.perf_counter() - started,
         losses=losses,
+        grad_norms=grad_norms,
+        update_norms=update_norms,
     )
