@@ -34,6 +34,7 @@ bounds the eigenvalue's error for a symmetric operator; e = neg_tol * lambda_max
                       lambda_min + rho < -e: curvature clearly negative beyond its error.
 7. local_minimum      probed; near-stationary and lambda_min - rho >= -e and lambda_max > 0:
                       no negative direction, within its error.
+   (near-stationary with lambda_min within rho of -e either way: inconclusive.)
 8. plateau            small gradient (W q < r: the gradient cannot give the progress a
                       window would need) and flat curvature: no negative direction the
                       optimizer could leave by within a window (eta_eff |lambda_min| W < 1).
@@ -192,17 +193,17 @@ def classify(
                 f"{_g(rho)}, λmax {_g(lam_max)} > 0, and W·q {_g(wq)} < {_g(stationary_bound)}, "
                 f"above the target {_g(th['target'])}: a local minimum"
             )
+        if stationary:
+            return "inconclusive", (
+                f"near-stationary (W·q {_g(wq)}) but λmin {_g(lam_min)} is within its residual "
+                f"{_g(rho)} of ±{_g(e)}: minimum or saddle cannot be told apart: inconclusive"
+            )
         escape = ev.get("escape_per_window")  # eta_eff |lambda_min| W
         if small and escape is not None and escape < 1:
             return "plateau", (
                 f"W·q {_g(wq)} < {_g(r)} (the gradient cannot lower the loss {_pct(r)} in "
                 f"{window} steps) and ηeff·|λmin|·W = {_g(escape)} < 1 (no negative direction to "
                 "leave by within a window): a plateau"
-            )
-        if stationary:
-            return "inconclusive", (
-                f"near-stationary (W·q {_g(wq)}) but λmin {_g(lam_min)} is within its residual "
-                f"{_g(rho)} of ±{_g(e)}: minimum or saddle cannot be told apart: inconclusive"
             )
         if small:
             return "inconclusive", (
