@@ -166,6 +166,9 @@ class RunMetric(Base):
     eval_loss: Mapped[float | None] = mapped_column(Float)
     eval_accuracy: Mapped[float | None] = mapped_column(Float)
     layer_grad_norms: Mapped[dict[str, Any] | None]
+    # {layer: {"mean", "std"}} of each layer's output on a fixed batch: at initialization on
+    # step 0's row, then on every evaluation step's row (workers/activations.py)
+    activation_stats: Mapped[dict[str, Any] | None]
 
 
 class RunResult(Base):

@@ -102,6 +102,22 @@ def run_curves(*, session: Session, run: Run) -> dict[str, list[Any]]:
     return {c: [getattr(r, c) for r in rows] for c in columns}
 
 
+def activation_stats(*, session: Session, run: Run) -> list[dict[str, Any]]:
+    """[{step, layers: {layer: {mean, std}}}] of the run's recorded attempt: step 0's are at
+    initialization, the others at evaluation steps (workers/activations.py)."""
+    attempt = run.result.attempt if run.result is not None else run.attempts
+    rows = session.execute(
+        select(RunMetric.step, RunMetric.activation_stats)
+        .where(
+            RunMetric.run_id == run.id,
+            RunMetric.attempt == attempt,
+            RunMetric.activation_stats.is_not(None),
+        )
+        .order_by(RunMetric.step)
+    ).all()
+    return [{"step": step, "layers": layers} for step, layers in rows if layers]
+
+
 def list_probes(*, session: Session, run: Run) -> Sequence[Probe]:
     attempt = run.result.attempt if run.result is not None else run.attempts
     return session.scalars(

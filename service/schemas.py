@@ -45,6 +45,9 @@ class SweepsPublic(BaseModel):
 
 class Diagnosis(BaseModel):
     verdict: str
+    # One sentence naming the numbers that decided the verdict (workers/diagnose.py); None
+    # only for results recorded before 2026-12.
+    sentence: str | None = None
     evidence: dict[str, Any]
     thresholds: dict[str, Any]
 
@@ -79,6 +82,7 @@ class RunDetail(RunPublic):
     config: dict[str, Any]
     result: dict[str, Any] | None
     curves: dict[str, list[Any]]
+    activation_stats: list[dict[str, Any]]  # [{step, layers: {layer: {mean, std}}}]
     probes_url: str
 
 

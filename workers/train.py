@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from workers.activations import activation_stats
 from workers.config import RunConfig
 from workers.errors import Stopped
 from workers.inits import apply_init
@@ -201,6 +202,11 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
         if hooks.on_probe is not None:
             hooks.on_probe(ProbeContext(step, trigger, model, data, loss, init_params))
 
+    # Per-layer activation statistics on a fixed batch (the first 256 training samples): at
+    # initialization, then at every evaluation step.
+    stats_batch = data.x_train[:256]
+    init_stats = activation_stats(model, stats_batch)
+
     model.train()
     step = 0
     for step in range(budget.steps):
@@ -295,10 +301,14 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
                 "layer_grad_norms": {k: math.sqrt(v) for k, v in layer_sq.items()},
                 "eval_loss": None,
                 "eval_accuracy": None,
+                "activation_stats": None,
             }
             if step % budget.eval_every == 0 or step == budget.steps - 1:
                 row["eval_loss"], row["eval_accuracy"] = evaluate(
                     model, data.x_test, data.y_test, loss, classify=classify
+                )
+                row["activation_stats"] = (
+                    init_stats if step == 0 else activation_stats(model, stats_batch)
                 )
             rows.append(row)
             if len(rows) >= hooks.flush_rows:

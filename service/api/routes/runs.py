@@ -17,6 +17,7 @@ def read_run(run: RunDep, session: SessionDep, request: Request) -> RunDetail:
         config=run.config,
         result=result_dict(run),
         curves=queries.run_curves(session=session, run=run),
+        activation_stats=queries.activation_stats(session=session, run=run),
         probes_url=str(request.url_for("read_probes", run_id=run.id)),
     )
 
