@@ -1,8 +1,8 @@
 """The sweep spec: a document (YAML or JSON) whose axes expand to a grid of RunConfigs.
 
 Field names are the API's contract: name, task, architectures, optimizers, inits,
-normalization, grad_clip, seeds, budget, target (plus plateau, probes, device, threads,
-dtype, owner, max_attempts). Axis entries may be written short: "orthogonal" for
+normalization, grad_clip, seeds, budget, target (plus loss, divergence, plateau, probes,
+device, threads, dtype, owner, max_attempts). Axis entries may be written short: "orthogonal" for
 {"name": "orthogonal"}, 1.0 for {"mode": "norm", "threshold": 1.0}, null for no clipping.
 """
 
@@ -16,9 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.config import (
+    TASK_LOSS,
     ArchConfig,
     Budget,
     DefaultInit,
+    Divergence,
     GradClip,
     InitConfig,
     Normalization,
@@ -59,6 +61,10 @@ class SweepSpec(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     budget: Budget = Field(default_factory=Budget)
     target: Target = Field(default_factory=Target)
+    loss: Literal["cross_entropy", "mse"] | None = Field(
+        None, description="training loss; null: the task's own (mse on class labels: one-hot)"
+    )
+    divergence: Divergence = Field(default_factory=Divergence)
     plateau: PlateauThresholds = Field(default_factory=PlateauThresholds)
     probes: ProbeSpec = Field(default_factory=ProbeSpec)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -98,6 +104,17 @@ class SweepSpec(BaseModel):
 
     @model_validator(mode="after")
     def _grid_is_runnable(self) -> SweepSpec:
+        if self.loss == "cross_entropy" and TASK_LOSS.get(self.task.name) == "mse":
+            raise ValueError(
+                f"loss: 'cross_entropy' needs class labels; task '{self.task.name}' is a "
+                "regression task (expected: mse)"
+            )
+        every = self.probes.every
+        if every is not None and every >= self.budget.steps:
+            raise ValueError(
+                f"probes.every: {every} is not below budget.steps: {self.budget.steps}, so it "
+                "would never probe; use probes.at: [end] for one probe at the end"
+            )
         for i, arch in enumerate(self.architectures):
             for norm in self.normalization:
                 problem = compatibility_problem(self.task.name, arch.name, norm)
@@ -136,6 +153,8 @@ class SweepSpec(BaseModel):
             "task": self.task,
             "budget": self.budget,
             "target": self.target,
+            "loss": self.loss,
+            "divergence": self.divergence,
             "plateau": self.plateau,
             "probes": self.probes,
             "device": self.device,

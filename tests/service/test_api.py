@@ -140,6 +140,34 @@ BAD_INPUTS = [
     ("missing task", _with("task", _DELETE), "task", "required"),
     ("unknown field", _with("optimisers", []), "optimisers", "not permitted"),
     ("grid too large", _with("seeds", list(range(300))), "body", "grid: "),
+    # settings that landscape papers use, with the combinations that cannot run
+    (
+        "one Hutchinson vector",
+        _with("probes", {"at": ["end"], "hutchinson_vectors": 1}),
+        "hutchinson_vectors",
+        "greater than or equal to 2",
+    ),
+    (
+        "probe cadence beyond the budget",
+        _with("probes", {"every": 500}) | {"budget": {"steps": 30}},
+        "body",
+        "probes.every: 500",
+    ),
+    (
+        "cross-entropy on a regression task",
+        _with("task", "deep_linear") | {"loss": "cross_entropy"},
+        "body",
+        "loss: 'cross_entropy' needs class labels",
+    ),
+    ("unknown loss", _with("loss", "hinge"), "loss", "'cross_entropy' or 'mse'"),
+    (
+        "training subset larger than the split",
+        _with("task", {"name": "digits", "n_train": 1700}),
+        "task",
+        "n_train=1700 exceeds the 1438 training samples",
+    ),
+    ("unknown probe", _with("probes", {"measure": ["hessian"]}), "measure", "eigenvalues"),
+    ("divergence factor 1", _with("divergence", {"factor": 1}), "factor", "greater than 1"),
     (
         "cnn on a vector task",
         _with("task", "parity") | {"architectures": [{"name": "cnn"}]},
