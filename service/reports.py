@@ -297,6 +297,7 @@ def run_document(*, session: Session, run_id: int) -> tuple[dict[str, Any], list
         config=run.config,
         result=result_dict(run),
         curves=queries.run_curves(session=session, run=run),
+        activation_stats=queries.activation_stats(session=session, run=run),
         probes_url=f"/api/v1/runs/{run_id}/probes",
     )
     probes = [
