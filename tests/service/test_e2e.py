@@ -48,6 +48,8 @@ def test_a_sweep_runs_to_the_end_through_the_api(local_ray, settings):
         step = detail["result"]["diverged_step"]
         assert step is not None and f"step {step}" in detail["error"]
         assert detail["diagnosis"]["verdict"] == "diverged"
+        assert f"step {step}" in detail["diagnosis"]["sentence"]
+        assert detail["result"]["diagnosis"]["sentence"] == detail["diagnosis"]["sentence"]
     with session_scope(settings.database_url) as s:
         assert s.scalar(select(func.count()).select_from(RunResult)) == 12
         assert s.scalar(select(func.count(func.distinct(RunMetric.run_id)))) == 12

@@ -249,6 +249,10 @@ def test_a_run_reached_from_the_leaderboard_shows_its_evidence_and_plots(page, s
     run = site["api"].get(f"/api/v1/runs/{best['best_run_id']}").json()
     assert run["diagnosis"]["verdict"] == "converged"
     assert page.inner_text("#verdict") == "converged"
+    # the verdict's sentence names its numbers, the same on the page as in the API
+    sentence = run["diagnosis"]["sentence"]
+    assert sentence.startswith("smoothed loss reached the target") and "at step" in sentence
+    assert page.inner_text("#verdict-sentence") == sentence
     assert "lambda_max" in page.inner_text("#evidence")
 
     loss = {s["name"]: s for s in page.evaluate(SERIES_GEOMETRY, "plot-loss")}
@@ -305,6 +309,8 @@ def test_a_diverged_run_says_it_was_not_probed(page, site):
     for plot in ("plot-eig", "plot-density", "plot-slices", "plot-surface", "plot-interp"):
         assert "not probed" in page.inner_text(f"#{plot}")
     assert "diverged" in page.inner_text("#verdict")
+    step = site["api"].get(f"/api/v1/runs/{diverged['id']}").json()["result"]["diverged_step"]
+    assert f"step {step}" in page.inner_text("#verdict-sentence")
     assert page.locator("#plot-loss .markers circle").count() >= 1  # its one logged step
 
 
