@@ -477,12 +477,13 @@ def _add_details(*, session: Session, filters: Filters, page: list[dict[str, Any
     in_page = r.config_key.in_(keys)
     by_key = {row["config_key"]: row for row in page}
 
-    # The seed is only in the run (config_hash is the key plus the seed): the one join left.
+    # The seed is only in the run's config: the one join left. (Not config_hash: runs that
+    # differ only in what was measured share a key and a seed but not a hash.)
     details = (
         _counted(
             f,
             r.config_key,
-            func.count(Run.config_hash.distinct()).label("n_seeds"),
+            func.count(Run.config["seed"].as_integer().distinct()).label("n_seeds"),
             func.count(r.sweep_id.distinct()).label("n_sweeps"),
             func.min(r.torch_version).label("torch_min"),
             func.max(r.torch_version).label("torch_max"),

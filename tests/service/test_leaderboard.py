@@ -429,6 +429,18 @@ def test_seeds_pool_across_sweeps_and_failed_pruned_queued_runs_do_not_count(cli
     assert [r["rank"] for r in rows] == [1, 2, 3]
 
 
+def test_runs_that_differ_only_in_what_was_measured_share_a_row_and_count_one_seed(
+    client, migrated_url
+):
+    plain = config(seed=0)
+    probed = plain | {"probes": {**plain["probes"], "at": ["end"], "k": 5}, "threads": 2}
+    logged = plain | {"budget": {**plain["budget"], "log_every": 10, "eval_every": 7}}
+    runs = enqueue(migrated_url, "ana", [plain, probed, logged, config(seed=1)])
+    finish(migrated_url, {r: {"steps_to_target": 100 + r, "final_loss": 0.1} for r in runs})
+    (row,) = client.get("/api/v1/leaderboard", params={"task": "digits"}).json()["data"]
+    assert (row["n_runs"], row["n_seeds"], row["n_reached"]) == (4, 2, 4)
+
+
 def test_a_since_inside_a_day_takes_that_day_from_the_results(client, board):
     """The rollup's buckets are whole UTC days: a `since` within one counts the rest of that
     day's results one by one. ben's three results move to 09:00, 15:00 and 23:59 of a day."""
