@@ -4,8 +4,12 @@ One execution path: `advance` (called from every dispatcher tick) asks Optuna fo
 trials while fewer than `parallelism` are in flight, and enqueues each as a run of the
 study's sweep, tagged with the study and trial number. The same dispatcher and workers
 execute it. When the run ends, `advance` tells Optuna its objective values (or PRUNED /
-FAIL). The run's lease is the only liveness mechanism: a trial whose worker dies is
-retried through the queue up to max_attempts, then failed, and never left RUNNING.
+FAIL); a run that reached its target is never told PRUNED, and its steps to target go on
+the trial as the user attribute `steps_to_target` (the plateau pruner's reference, see
+workers/trial.py). The spec's `enqueue` trials are enqueued in Optuna when the study is
+created, so the first asks take them, in order. The run's lease is the only liveness
+mechanism: a trial whose worker dies is retried through the queue up to max_attempts, then
+failed, and never left RUNNING.
 
 Optuna's RDBStorage lives in the same database, so `optuna-dashboard $DATABASE_URL` and
 `optuna.load_study(study_name=..., storage=DATABASE_URL)` see the same trials.
@@ -32,6 +36,7 @@ from db.session import get_engine, session_scope
 from service.settings import Settings
 from service.study_spec import StudySpec, objective_values
 from service.sweeps import queue_rows, software_versions
+from workers.trial import PRUNED_BY, STEPS_TO_TARGET
 from workers.trial import make_pruner as worker_pruner
 
 log = logging.getLogger(__name__)
@@ -127,10 +132,12 @@ def create_study(*, session: Session, spec: StudySpec, settings: Settings) -> St
     slug = re.sub(r"[^a-z0-9]+", "-", spec.name.lower()).strip("-")[:60]
     name = f"plateau-{uuid.uuid4().hex[:8]}-{slug}"
     storage = optuna_storage(settings.database_url)
-    optuna.create_study(
+    study = optuna.create_study(
         study_name=name, storage=storage, directions=["minimize"] * len(spec.objectives)
     )
     try:
+        for i, fixed in enumerate(spec.enqueue):  # WAITING trials: the first asks take them
+            study.enqueue_trial(fixed.params(), user_attrs={"enqueued": i})
         sweep = queue.enqueue_sweep(
             session=session,
             name=f"study: {spec.name}",
@@ -203,9 +210,9 @@ def advance(settings: Settings, study_id: int) -> None:
         if status == "missing":  # asked, but the run was never enqueued (a crash between)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         elif status in TERMINAL:
-            _tell(study, trial.number, spec, status, result)
+            _tell(study, optuna_storage(url), trial, spec, status, result)
     in_flight = sum(1 for s, _ in runs.values() if s not in TERMINAL)
-    asked = len(trials)
+    asked = sum(1 for t in trials if t.state != optuna.trial.TrialState.WAITING)  # enqueued
     while row.state == "running" and asked < spec.n_trials and in_flight < spec.parallelism:
         study = load(spec, row, url, n_asked=asked)
         trial = study.ask()
@@ -244,16 +251,35 @@ def _result_dict(result: RunResult | None) -> dict[str, Any] | None:
 
 
 def _tell(
-    study: optuna.Study, number: int, spec: StudySpec, status: str, result: dict[str, Any] | None
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    trial: optuna.trial.FrozenTrial,
+    spec: StudySpec,
+    status: str,
+    result: dict[str, Any] | None,
 ) -> None:
+    """A finished run's outcome to Optuna. A run that reached its target completes with its
+    objective values whatever else it records: `pruned_step` never overrides a reached target.
+    The steps to target go on the trial as a user attribute, which the plateau pruner reads."""
     state = optuna.trial.TrialState
     if status in ("failed", "cancelled"):
-        study.tell(number, state=state.FAIL)
-    elif result is not None and result.get("pruned_step") is not None:
-        study.tell(number, state=state.PRUNED)
+        study.tell(trial.number, state=state.FAIL)
+        return
+    steps = result.get("steps_to_target") if result else None
+    pruned = steps is None and result is not None and result.get("pruned_step") is not None
+    attrs: dict[str, Any] = {STEPS_TO_TARGET: steps}
+    if not pruned and trial.user_attrs.get(PRUNED_BY) is not None:
+        attrs[PRUNED_BY] = None  # an earlier attempt's decision; this attempt ran to its end
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), trial.number
+    )
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    if pruned:
+        study.tell(trial.number, state=state.PRUNED)
     else:
         values = objective_values(spec, result, status)
-        study.tell(number, values if len(values) > 1 else values[0])
+        study.tell(trial.number, values if len(values) > 1 else values[0])
 
 
 def cancel(*, session: Session, study: Study) -> None:
@@ -271,11 +297,18 @@ def trial_context(url: str, study_id: int) -> dict[str, Any] | None:
         spec = StudySpec.model_validate(row.spec)
         if spec.pruner.name == "none":
             return None
+        value_every = max(1, spec.fixed.budget.steps // 20)
+        # The plateau pruner decides within half a minimum plateau of its threshold; it
+        # reads the database only while the run sits on a plateau (workers/trial.py).
+        plateau_every = max(1, spec.fixed.plateau.min_length // 2)
         return {
             "study_name": row.optuna_study_name,
             "pruner": spec.pruner.model_dump(),
             "budget_steps": spec.fixed.budget.steps,
-            "report_every": max(1, spec.fixed.budget.steps // 20),
+            "report_every": min(value_every, plateau_every)
+            if spec.pruner.name == "plateau"
+            else value_every,
+            "value_every": value_every,
         }
 
 
@@ -296,6 +329,8 @@ def describe(*, session: Session, row: Study, url: str) -> dict[str, Any]:
             "value": t.values[0] if t.values and len(t.values) == 1 else None,
             "run_id": run_ids.get(t.number),
             "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+            "user_attrs": t.user_attrs,
+            "pruned_by": t.user_attrs.get(PRUNED_BY),
         }
         for t in study.get_trials(deepcopy=False)
     ]

@@ -2,8 +2,9 @@
 optionally lr and optimizer) for a fixed task and architecture.
 
 Field names are the API's contract: name, task, architecture, fixed, search_space,
-objective, n_trials, parallelism, sampler, pruner. Every trial becomes an ordinary run
-(service/studies.py); `to_run_config` is the one place trial parameters become a config.
+objective, n_trials, parallelism, sampler, pruner, enqueue (trials with given parameters,
+asked before the sampler's). Every trial becomes an ordinary run (service/studies.py);
+`to_run_config` is the one place trial parameters become a config.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from workers.config import (
     ArchConfig,
@@ -123,11 +132,98 @@ class SamplerSpec(BaseModel):
     grid_points: int = Field(4, ge=2, le=50, description="values per range for the grid sampler")
 
 
+OPTUNA_PRUNER_FIELDS = {"n_startup_trials", "n_warmup_steps"}
+
+
 class PrunerSpec(BaseModel):
+    """median / hyperband: Optuna's, over intermediate values (n_startup_trials,
+    n_warmup_steps). plateau: stop a trial that has sat on one plateau for longer than
+    `slack` times the best complete trial's steps to target (rule and why in workers/trial.py).
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: Literal["none", "median", "hyperband"] = "none"
+    name: Literal["none", "median", "hyperband", "plateau"] = "none"
     n_startup_trials: int = Field(5, ge=0)
     n_warmup_steps: int = Field(0, ge=0)
+    slack: float = Field(
+        1.0,
+        ge=1.0,
+        description="plateau pruner: prune past slack * the best steps to target; below 1 it "
+        "could prune a trial that would have beaten the best",
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_the_pruner(self) -> PrunerSpec:
+        if self.name == "none":
+            return self
+        own = {"slack"} if self.name == "plateau" else OPTUNA_PRUNER_FIELDS
+        defaults = {f: info.default for f, info in type(self).model_fields.items()}
+        # Only a value other than the default is refused: stored specs carry every field.
+        other = sorted(
+            f for f in defaults.keys() - own - {"name"} if getattr(self, f) != defaults[f]
+        )
+        if other:
+            raise ValueError(
+                f"pruner.{other[0]} is not a setting of pruner '{self.name}', which takes: "
+                + ", ".join(sorted(own))
+            )
+        return self
+
+
+class FixedTrial(BaseModel):
+    """A trial with given parameters, asked before the sampler's (Optuna's enqueue_trial).
+
+    Parameters left out are sampled; `grad_clip: null` (or "none") means no clipping.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    init: str | None = None
+    init_scale: float | None = Field(None, gt=0)
+    grad_clip: Literal["norm", "value", "none"] | None = None
+    grad_clip_threshold: float | None = Field(None, gt=0)
+    normalization: Normalization | None = None
+    lr: float | None = Field(None, gt=0)
+    optimizer: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # What was left out stays out (it is sampled), so a stored spec reads back the same.
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+    def params(self) -> dict[str, Any]:
+        """Optuna's fixed parameters: what was given, with no clipping spelled "none"."""
+        given = self.model_dump()
+        if "grad_clip" in given:
+            given["grad_clip"] = given["grad_clip"] or "none"
+        return given
+
+    def problem(self, space: SearchSpace) -> str | None:
+        """Why this trial lies outside the search space, or None."""
+        given = self.params()
+        categorical = {
+            "init": list(space.init),
+            "grad_clip": [c or "none" for c in space.grad_clip],
+            "normalization": list(space.normalization),
+            "optimizer": space.optimizer,
+        }
+        ranges = {
+            "init_scale": space.init_scale,
+            "grad_clip_threshold": space.grad_clip_threshold if any(space.grad_clip) else None,
+            "lr": space.lr,
+        }
+        for name, value in given.items():
+            choices, bounds = categorical.get(name), ranges.get(name)
+            if choices is None and bounds is None:
+                return f"{name} is not a parameter this search_space searches"
+            if choices is not None and value not in choices:
+                return f"{name} {value!r} is not in search_space.{name}: {choices}"
+            if bounds is not None and not bounds.low <= value <= bounds.high:
+                return (
+                    f"{name} {value} is outside search_space.{name} [{bounds.low}, {bounds.high}]"
+                )
+        if given.get("grad_clip") == "none" and "grad_clip_threshold" in given:
+            return "grad_clip_threshold is given with grad_clip none"
+        return None
 
 
 class StudySpec(BaseModel):
@@ -151,6 +247,12 @@ class StudySpec(BaseModel):
         description="fresh seeds on which the best trial is re-run against the baseline",
     )
     max_attempts: int | None = Field(None, ge=1, le=20)
+    enqueue: list[FixedTrial] = Field(
+        default_factory=list,
+        max_length=MAX_TRIALS,
+        description="trials with given parameters, asked first and in this order; they count "
+        "towards n_trials",
+    )
 
     @field_validator("task", "architecture", mode="before")
     @classmethod
@@ -170,6 +272,11 @@ class StudySpec(BaseModel):
             problem = compatibility_problem(self.task.name, self.architecture.name, norm)
             if problem:
                 raise ValueError(f"search_space.normalization '{norm}': {problem}")
+        if self.pruner.name == "plateau" and self.objectives != ["steps_to_target"]:
+            raise ValueError(
+                f"pruner 'plateau' needs objective steps_to_target, got {self.objective!r}: "
+                "a plateau's length bounds only the steps to target (workers/trial.py)"
+            )
         if self.multi_objective:
             if self.sampler.name in SINGLE_OBJECTIVE_SAMPLERS:
                 raise ValueError(
@@ -180,6 +287,14 @@ class StudySpec(BaseModel):
                 raise ValueError(
                     "pruner: Optuna cannot prune multi-objective studies; use pruner {name: none}"
                 )
+        if len(self.enqueue) > self.n_trials:
+            raise ValueError(
+                f"enqueue: {len(self.enqueue)} trials given but n_trials is {self.n_trials}"
+            )
+        for i, trial in enumerate(self.enqueue):
+            problem = trial.problem(self.search_space)
+            if problem:
+                raise ValueError(f"enqueue[{i}]: {problem}")
         return self
 
     @property
@@ -247,12 +362,8 @@ def objective_values(spec: StudySpec, result: dict[str, Any] | None, status: str
         diverged = status == "diverged" or result is None or result.get("final_loss") is None
         final = math.inf if diverged else float(result["final_loss"])  # type: ignore[index]
         if objective == "steps_to_target":
-            if (
-                not diverged
-                and result
-                and result.get("steps_to_target") is not None
-                and result.get("pruned_step") is None
-            ):
+            # A reached target is the trial's value even if the run records a pruned_step.
+            if not diverged and result and result.get("steps_to_target") is not None:
                 values.append(float(result["steps_to_target"]))
             else:
                 values.append(budget * (1 + min(math.log1p(final / target), 20.0)))
