@@ -7,13 +7,16 @@ wrong name.
 The numbers (W = plateau window, r = plateau rel_improvement, L = loss):
 - progress   = (s_{T-W} - s_T) / s_{T-W}: relative fall of the smoothed loss over the last
                window (workers/plateau.py's smoothing).
-- q          = ||g|| * ||dtheta|| / |L|: the most the first-order term of one update can move
-               the loss, relative to the loss (Cauchy-Schwarz: |g . dtheta| <= ||g|| ||dtheta||).
-               ||g|| is the full-batch gradient norm when a probe measured it, else the mean
-               logged (minibatch) norm over the last window, which overestimates it; ||dtheta||
-               is the mean logged update norm, so q holds for any optimizer (Adam included).
-               W q is the most the gradient can lower the loss over a window.
-- eta_eff    = ||dtheta|| / ||g||: the step size the optimizer actually takes along g.
+- q          = the first-order change of the loss by one update, relative to |L|. For SGD
+               (momentum mu) the expected update is -eta_eff g with eta_eff = lr / (1 - mu)
+               (heavy ball in steady state; lr at the last step of its schedule), so
+               q = eta_eff ||g||^2 / |L| exactly. For adaptive optimizers the update is not
+               along g; q = ||g|| ||dtheta|| / |L| bounds it (Cauchy-Schwarz), with ||dtheta||
+               the mean logged update norm and eta_eff = ||dtheta|| / ||g||. ||g|| is the
+               full-batch gradient norm when a probe measured it, else the mean logged
+               (minibatch) norm over the last window, which overestimates it (noise), so
+               without a probe q errs towards "not small". W q is how much the gradient can
+               lower the loss over a window.
 - sharpness  = lambda_max * lr / (2 (1 + mu)): 1 at gradient descent's stability limit on a
                quadratic (heavy-ball momentum mu; Cohen et al. 2021, "Gradient descent on
                neural networks typically occurs at the edge of stability").
@@ -64,6 +67,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from workers.config import PlateauThresholds, RunConfig
+from workers.optim import lr_factor
 
 VERDICTS = (
     "converged",
@@ -240,16 +244,20 @@ def _probe_evidence(probe: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _curvature_numbers(ev: dict[str, Any], eta: float | None, window: int) -> None:
-    """Add W q, eta_eff |lambda_min| W to the evidence from g, the update size and L."""
+    """Add W q, eta_eff |lambda_min| W to the evidence from g, the step size or the update
+    norm, and L (see q in the module docstring). `eta`: the expected step along -g."""
     g, loss = ev.get("grad_norm"), ev.get("loss")
-    step = ev.get("update_norm")
-    if step is None and g is not None and eta is not None:
-        step = eta * g
-    if g is None or step is None or loss is None or not math.isfinite(loss):
+    if g is None or loss is None or not math.isfinite(loss):
+        return
+    if eta is not None:
+        eta_eff, step = eta, eta * g
+    elif ev.get("update_norm") is not None:
+        step = ev["update_norm"]
+        eta_eff = step / g if g > 0 else None
+    else:
         return
     # |L|: a loss may be negative (a test function); floored so that g = 0 gives q = 0.
     ev["window_progress_bound"] = window * g * step / max(abs(loss), 1e-12)
-    eta_eff = step / g if g > 0 else eta
     ev["effective_lr"] = eta_eff
     if ev.get("lambda_min") is not None and eta_eff is not None:
         ev["escape_per_window"] = eta_eff * max(0.0, -ev["lambda_min"]) * window
@@ -289,6 +297,10 @@ def diagnose(result: Any, config: RunConfig, probe: dict[str, Any] | None) -> di
         ev["nonfinite"] = True
     optimizer = config.optimizer
     momentum = getattr(optimizer, "momentum", 0.0) if optimizer.name == "sgd" else None
+    eta = None  # the expected step along -g, where the optimizer has one (SGD)
+    if momentum is not None:
+        steps = config.budget.steps
+        eta = optimizer.lr * lr_factor(optimizer.schedule, steps - 1, steps) / (1 - momentum)
     if probe is not None:
         ev.update(_probe_evidence(probe), probe_step=probe["step"])
         ev["loss"] = ev.get("probe_loss") or ev["smoothed_loss"]
@@ -299,7 +311,7 @@ def diagnose(result: Any, config: RunConfig, probe: dict[str, Any] | None) -> di
         ev["grad_norm"] = ev["logged_grad_norm"]
         ev["loss"] = ev["smoothed_loss"]
         ev["curvature"] = "not probed: add probes: {at: [end]} to tell minima from saddles"
-    _curvature_numbers(ev, None, window)
+    _curvature_numbers(ev, eta, window)
     verdict, sentence = classify(ev, thresholds)
     return {"verdict": verdict, "sentence": sentence, "evidence": ev, "thresholds": thresholds}
 

@@ -203,3 +203,29 @@ def test_a_blown_up_run_is_diverged_with_its_step():
     assert result.losses[step - 1] <= 10 * result.losses[0]
     assert f"from step {step}" in diagnosis["sentence"]
     assert all(math.isfinite(x) for x in result.losses)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "steps,expected",
+    [
+        # on the second plateau (loss ~2.5, steps ~830-1290): small gradient, weak λmin
+        (1200, "plateau"),
+        # still at the origin's saddle (loss ~10.5): gradient ~1e-4 of what moves the loss,
+        # λmin clearly negative (Saxe et al. 2014: small init starts near that saddle)
+        (600, "saddle"),
+    ],
+)
+def test_a_small_init_deep_linear_net_on_a_plateau_and_at_the_saddle(steps, expected):
+    spec = {
+        "task": {"name": "deep_linear", "n_train": 256, "singular_values": [4.0, 2.0, 1.0]},
+        "architecture": {"name": "deep_linear", "depth": 4, "width": 16},
+        "optimizer": {"name": "sgd", "lr": 0.02},
+        "init": {"name": "orthogonal", "scale": 0.2},
+        "budget": {"steps": steps, "batch_size": 256, "log_every": 10, "eval_every": 500},
+        "target": {"loss": 0.01},
+        "probes": {"at": ["end"], "k": 1, "measure": ["eigenvalues"]},
+    }
+    result, diagnosis = run(spec, probe_end=True)
+    assert diagnosis["verdict"] == expected, diagnosis["sentence"]
+    assert diagnosis["evidence"]["effective_lr"] == pytest.approx(0.02)
