@@ -104,6 +104,7 @@ def run_view(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse
         "sweep": sweep,
         "diagnosis": (run.result.diagnosis if run.result else None) or None,
         "segments": ((run.result.plateaus or {}).get("segments", []) if run.result else []),
+        "activation_stats": queries.activation_stats(session=session, run=run),
     }
     return templates.TemplateResponse(request, "run.html", context)
 

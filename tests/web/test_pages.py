@@ -253,6 +253,13 @@ def test_a_run_reached_from_the_leaderboard_shows_its_evidence_and_plots(page, s
     sentence = run["diagnosis"]["sentence"]
     assert sentence.startswith("smoothed loss reached the target") and "at step" in sentence
     assert page.inner_text("#verdict-sentence") == sentence
+    # per-layer activation statistics, at initialization and at the last evaluation
+    stats = run["activation_stats"]
+    assert stats[0]["step"] == 0 and stats[-1]["step"] == run["curves"]["step"][-1]
+    rows = page.locator("#activations tbody tr")
+    assert rows.count() == len(stats[0]["layers"]) >= 3
+    first_layer = next(iter(stats[0]["layers"]))
+    assert rows.first.locator("code").inner_text() == first_layer
     assert "lambda_max" in page.inner_text("#evidence")
 
     loss = {s["name"]: s for s in page.evaluate(SERIES_GEOMETRY, "plot-loss")}
