@@ -49,7 +49,7 @@ import dataclasses
 import datetime as dt
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,6 +59,7 @@ from sqlalchemy import (
     Float,
     Integer,
     Select,
+    SQLColumnExpression,
     Subquery,
     and_,
     case,
@@ -164,7 +165,7 @@ def _sums(f: Filters) -> Select[Any]:
     """Per configuration, the counts and sums of its results that count under the filters:
     result_rollup's value columns, named alike, to be grouped further."""
     r = RunResult
-    values: dict[str, ColumnElement[Any]] = {
+    values: dict[str, SQLColumnExpression[Any]] = {
         # As a float: the numeric aggregates Postgres picks for integers cost a third more.
         "steps": cast(r.steps_to_target, Float),
         "final_loss": r.final_loss,
@@ -203,8 +204,12 @@ def _value_columns() -> list[str]:
 def _add_up(rows: Subquery, names: Sequence[str] | None = None) -> Select[Any]:
     """Per configuration, the ResultSums of `rows` (rollup rows, or sums alike) added up:
     the columns `names`, by default all of them."""
-    combine = {"task": func.min, "architecture": func.min}
-    combine |= {"last_result_at": func.max, "budget_steps": func.max}
+    combine: dict[str, Callable[..., ColumnElement[Any]]] = {
+        "task": func.min,
+        "architecture": func.min,
+        "last_result_at": func.max,
+        "budget_steps": func.max,
+    }
     return select(
         rows.c.config_key,
         *(
@@ -219,7 +224,7 @@ def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
-def _sums_under(filters: Filters, columns: Sequence[str] | None = None) -> Subquery:
+def _sums_under(filters: Filters, columns: Collection[str] | None = None) -> Subquery:
     """One row of ResultSums (`columns` of them, by default all) per configuration, over its
     results that count under the filters: config_summary's when only task and architecture
     are asked, else added up from the rollup buckets the filters select."""

@@ -16,14 +16,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import CursorResult, Result, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.errors import LeaseLost
 from db.leaderboard import COUNTED_OUTCOMES, refresh_rollup
 from db.models import Probe, Run, RunMetric, RunResult, Sweep, utcnow
+
+
+def _rowcount(result: Result[Any]) -> int:
+    # Session.execute is typed to return a Result, but for an UPDATE/DELETE without RETURNING
+    # it is a CursorResult, the kind with rowcount: SQLAlchemy documents this cast.
+    return cast(CursorResult[Any], result).rowcount
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,7 @@ def renew_lease(*, session: Session, run_id: int, attempt: int, lease_seconds: f
         .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return _rowcount(result) == 1
 
 
 def _assert_owner(session: Session, run_id: int, attempt: int) -> None:
@@ -260,24 +266,28 @@ def reap_expired(*, session: Session) -> tuple[int, int]:
     """
     now = utcnow()
     expired = (Run.status == "running", Run.lease_expires_at < now)
-    requeued = session.execute(
-        update(Run)
-        .where(*expired, Run.attempts < Run.max_attempts)
-        .values(status="queued", lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    failed = session.execute(
-        update(Run)
-        .where(*expired, Run.attempts >= Run.max_attempts)
-        .values(
-            status="failed",
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-            error="lease expired on the last allowed attempt (worker lost)",
+    requeued = _rowcount(
+        session.execute(
+            update(Run)
+            .where(*expired, Run.attempts < Run.max_attempts)
+            .values(status="queued", lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
+    failed = _rowcount(
+        session.execute(
+            update(Run)
+            .where(*expired, Run.attempts >= Run.max_attempts)
+            .values(
+                status="failed",
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=now,
+                error="lease expired on the last allowed attempt (worker lost)",
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
     return requeued, failed
 
 
@@ -289,9 +299,11 @@ def cancel_sweep(*, session: Session, sweep_id: int) -> int:
         .where(Sweep.id == sweep_id, Sweep.cancelled_at.is_(None))
         .values(cancelled_at=now)
     )
-    return session.execute(
-        update(Run)
-        .where(Run.sweep_id == sweep_id, Run.status.in_(("queued", "running")))
-        .values(status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    return _rowcount(
+        session.execute(
+            update(Run)
+            .where(Run.sweep_id == sweep_id, Run.status.in_(("queued", "running")))
+            .values(status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    )

@@ -13,7 +13,7 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
@@ -25,6 +25,9 @@ from rich.table import Table
 
 from service.settings import get_settings
 from service.spec import SpecError, SweepSpec, load_spec_document
+
+if TYPE_CHECKING:
+    from service.study_spec import StudySpec
 
 app = typer.Typer(
     help="plateau-bench: why does training stall?",
@@ -179,9 +182,9 @@ def run(
             r | {"diagnosis": r["diagnosis"].model_dump() if r.get("diagnosis") else None}
             for r in rows
         ]
-        sweep = queries.get_sweep(session=session, sweep_id=sweep_id)
-        assert sweep is not None
-        final = sweep_public(sweep, final_counts)
+        row = queries.get_sweep(session=session, sweep_id=sweep_id)
+        assert row is not None
+        final = sweep_public(row, final_counts)
     console.print(
         ranked_table(rows, f"sweep {sweep_id} '{spec.name}': {final.status}, {final.counts}")
     )
@@ -190,7 +193,7 @@ def run(
         err.print(f"run {r['id']} failed: {escape((r['error'] or '').splitlines()[0])}")
 
 
-def read_study_spec(path: str):  # -> StudySpec
+def read_study_spec(path: str) -> StudySpec:
     from service.study_spec import StudySpec
 
     try:
@@ -378,7 +381,7 @@ def dispatcher() -> None:
 
 @app.command()
 def worker(
-    address: str = typer.Option(None, help="Ray head address (default RAY_ADDRESS)"),
+    address: str | None = typer.Option(None, help="Ray head address (default RAY_ADDRESS)"),
     num_cpus: int = typer.Option(None, help="CPUs this node offers (default: all)"),
     num_gpus: int = typer.Option(None, help="GPUs this node offers (default: all)"),
 ) -> None:

@@ -215,15 +215,15 @@ def advance(settings: Settings, study_id: int) -> None:
     asked = sum(1 for t in trials if t.state != optuna.trial.TrialState.WAITING)  # enqueued
     while row.state == "running" and asked < spec.n_trials and in_flight < spec.parallelism:
         study = load(spec, row, url, n_asked=asked)
-        trial = study.ask()
-        params = suggest(trial, spec)
+        new_trial = study.ask()
+        params = suggest(new_trial, spec)
         config = spec.to_run_config(params)
         with session_scope(url) as session:
             queue.enqueue_trial_run(
                 session=session,
                 sweep_id=row.sweep_id,
                 study_id=study_id,
-                trial_number=trial.number,
+                trial_number=new_trial.number,
                 config=config.model_dump(mode="json"),
                 config_hash=config.config_hash(),
                 config_key=config.config_key(),

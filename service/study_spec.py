@@ -10,7 +10,8 @@ asked before the sampler's). Every trial becomes an ordinary run (service/studie
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,7 +24,6 @@ from pydantic import (
 )
 
 from workers.config import (
-    ArchConfig,
     Budget,
     DefaultInit,
     InitConfig,
@@ -33,11 +33,18 @@ from workers.config import (
     ProbeSpec,
     RunConfig,
     Target,
-    TaskConfig,
     compatibility_problem,
     named_entry,
     names_of,
 )
+
+if TYPE_CHECKING:
+    # Unions built at import time from the built-ins and the installed plugins
+    # (workers/plugins.py): no static type covers them, so mypy sees Any.
+    TaskConfig = Any
+    ArchConfig = Any
+else:
+    from workers.config import ArchConfig, TaskConfig
 
 MAX_TRIALS = 500
 INIT_NAMES = names_of(InitConfig)
@@ -74,11 +81,15 @@ class SearchSpace(BaseModel):
 
     init: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     init_scale: LogRange | None = None
+    # list[T](...): mypy infers no element type for a lambda against Field's union of
+    # factory signatures; the parameterized call gives it one (and is a plain list).
     grad_clip: list[Literal["norm", "value"] | None] = Field(
-        default_factory=lambda: [None], min_length=1
+        default_factory=lambda: list[Literal["norm", "value"] | None]([None]), min_length=1
     )
     grad_clip_threshold: LogRange = Field(default_factory=lambda: LogRange(low=0.1, high=10.0))
-    normalization: list[Normalization] = Field(default_factory=lambda: ["none"], min_length=1)
+    normalization: list[Normalization] = Field(
+        default_factory=lambda: list[Normalization](["none"]), min_length=1
+    )
     lr: LogRange | None = None
     optimizer: list[str] | None = Field(None, min_length=1)
 
@@ -200,7 +211,7 @@ class FixedTrial(BaseModel):
     def problem(self, space: SearchSpace) -> str | None:
         """Why this trial lies outside the search space, or None."""
         given = self.params()
-        categorical = {
+        categorical: dict[str, Sequence[str] | None] = {
             "init": list(space.init),
             "grad_clip": [c or "none" for c in space.grad_clip],
             "normalization": list(space.normalization),

@@ -1,6 +1,7 @@
 """Alembic environment: the URL comes from the caller (db.migrate), never from a file."""
 
 from alembic import context
+from sqlalchemy import Connection
 
 from db.migrate import VERSION_TABLE
 from db.models import Base
@@ -14,14 +15,16 @@ def run_migrations() -> None:
     if connectable is None:
         from db.session import get_engine
 
-        connectable = get_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        assert url is not None  # db.migrate.alembic_config always sets it
+        connectable = get_engine(url)
         with connectable.connect() as connection:
             _run(connection)
     else:
         _run(connectable)
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

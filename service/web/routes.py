@@ -65,7 +65,7 @@ def leaderboard_view(request: Request, session: SessionDep) -> HTMLResponse:
         return templates.TemplateResponse(request, "leaderboard.html", context, status_code=422)
     page = leaderboard_page(session=session, query=query)
     direction = query.order or METRICS[query.metric]
-    sorts = {}
+    sorts: dict[str, tuple[str, str]] = {}
     for _, metric in COLUMNS:
         if metric == query.metric:  # the active column: a click flips the direction
             flipped = "desc" if direction == "asc" else "asc"

@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 COUNTS = ("n_runs", "n_reached", "n_diverged", "steps_n", "final_loss_n")
 SUMS = ("steps_sum", "steps_sumsq", "final_loss_sum", "final_loss_sumsq")
-ADDED = (*COUNTS, *SUMS, "test_accuracy_n", "test_accuracy_sum")
+ADDED: tuple[str, ...] = (*COUNTS, *SUMS, "test_accuracy_n", "test_accuracy_sum")
 ADDED += ("plateau_fraction_n", "plateau_fraction_sum")
 
 

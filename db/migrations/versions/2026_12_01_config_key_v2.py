@@ -79,8 +79,9 @@ def in_new_format(config: dict[str, Any], *, trained: bool) -> dict[str, Any]:
       Glorot's gain 1 (version 2): its key says so.
     """
     doc = dict(config)
-    task = doc.get("task")
-    task_name = task.get("name") if isinstance(task, dict) else ""
+    # JSON as stored: `task` is a dict with a `name` whenever RunConfig wrote it.
+    task: Any = doc.get("task")
+    task_name: Any = task.get("name") if isinstance(task, dict) else ""
     if task_name == "digits" and "n_train" not in task:
         doc["task"] = {**task, "n_train": None}
     if doc.get("loss") is None:
@@ -130,7 +131,7 @@ def config_key_v1(config: dict[str, Any], status: str) -> str:
 
 COUNTS = ("n_runs", "n_reached", "n_diverged", "steps_n", "final_loss_n")
 SUMS = ("steps_sum", "steps_sumsq", "final_loss_sum", "final_loss_sumsq")
-ADDED = (*COUNTS, *SUMS, "test_accuracy_n", "test_accuracy_sum")
+ADDED: tuple[str, ...] = (*COUNTS, *SUMS, "test_accuracy_n", "test_accuracy_sum")
 ADDED += ("plateau_fraction_n", "plateau_fraction_sum")
 
 
