@@ -6,6 +6,14 @@ fixed probe batch: the first `probes.max_samples` training samples. The model's 
 probing comes from the spec (`probes.mode`, default eval: BatchNorm uses its running
 statistics, so the HVP is deterministic; see pytorch#3076 for why train-mode double
 backward through BatchNorm is also 5-25x slower) and is recorded with the result.
+
+The spec maps one to one onto `run_probes`: `measure` (probes not listed cost no HVPs and
+leave their columns NULL), `k`, `lanczos_steps` (taken first) and `lanczos_max_steps` (the
+cap while the 2k extreme eigenvalues have not converged), `trace_method`,
+`hutchinson_vectors` (the trace estimate's products, whatever the method), `slq_vectors`,
+`slq_steps`, `slice_points`, `mode`. The table's columns stay the ones below; everything
+else (per-eigenvalue convergence, the negative-mass interval, the trace method used, the
+HVP counts per probe) goes into `data`.
 """
 
 from __future__ import annotations
@@ -45,8 +53,11 @@ def probe_run(config: RunConfig, context: ProbeContext) -> dict[str, Any]:
         context.loss,
         f64(context.data.x_train),
         f64(context.data.y_train),
+        measure=spec.measure,
         k=spec.k,
         lanczos_steps=spec.lanczos_steps,
+        lanczos_max_steps=spec.lanczos_max_steps,
+        trace_method=spec.trace_method,
         hutchinson_vectors=spec.hutchinson_vectors,
         slq_vectors=spec.slq_vectors,
         slq_steps=spec.slq_steps,

@@ -23,7 +23,9 @@ an estimate of the fraction of negative eigenvalues: the normalized index of the
 point (0 at a minimum, > 0 at a saddle). Its standard error is the sample standard deviation
 across probe vectors / √n_v. With m below the number of distinct eigenvalues, a node can
 stand for a cluster straddling -ε, which biases the estimate; more steps remove that bias,
-more vectors the variance.
+more vectors the variance. The standard error covers only the variance: on trained MLPs 30
+steps put the estimate 4-20 standard errors from the exact fraction. ``radau`` bounds the
+bias too, from the same Jacobi matrices (kept here as ``alphas``, ``betas``).
 
 Seeded example::
 
@@ -39,12 +41,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from workers.probes import ProbeError
+from workers.probes.hutchinson import rademacher
 from workers.probes.lanczos import Krylov
 
 MatVec = Callable[[Tensor], Tensor]
@@ -52,11 +55,18 @@ MatVec = Callable[[Tensor], Tensor]
 
 @dataclass
 class SpectralQuadrature:
-    """Ritz nodes θ and weights τ (Σ τ = 1) for each probe vector."""
+    """Ritz nodes θ and weights τ (Σ τ = 1) for each probe vector.
+
+    ``alphas`` and ``betas`` are each vector's Lanczos coefficients (T_m's diagonal; its
+    off-diagonal, then β_m, which is 0.0 when the Krylov space was exhausted); ``dim`` is d.
+    """
 
     nodes: list[list[float]]
     weights: list[list[float]]
     matvecs: int
+    alphas: list[list[float]] = field(default_factory=list)
+    betas: list[list[float]] = field(default_factory=list)
+    dim: int = 0
 
 
 def slq(
@@ -77,19 +87,19 @@ def slq(
     if num_vectors < 1 or steps < 1 or dim < 1:
         raise ProbeError(f"need num_vectors, steps, dim >= 1; got {num_vectors}, {steps}, {dim}")
     gen = torch.Generator().manual_seed(seed)
-    nodes, weights, matvecs = [], [], 0
+    out = SpectralQuadrature(nodes=[], weights=[], matvecs=0, dim=dim)
     for _ in range(num_vectors):
-        v = torch.randint(0, 2, (dim,), generator=gen).to(torch.float64) * 2 - 1
-        krylov = Krylov(
-            matvec, v.to(dtype=dtype, device=device), steps, restart=False, keep_products=False
-        )
+        v = rademacher(dim, gen, dtype=dtype, device=device)
+        krylov = Krylov(matvec, v, steps, restart=False, keep_products=False, reserve=steps)
         while not krylov.done:
             krylov.step()
         theta, s = torch.linalg.eigh(krylov.tridiagonal())
-        nodes.append([float(t) for t in theta])
-        weights.append([float(w) for w in s[0] ** 2])
-        matvecs += krylov.steps
-    return SpectralQuadrature(nodes=nodes, weights=weights, matvecs=matvecs)
+        out.nodes.append([float(t) for t in theta])
+        out.weights.append([float(w) for w in s[0] ** 2])
+        out.alphas.append(list(krylov.alphas))
+        out.betas.append(list(krylov.betas))
+        out.matvecs += krylov.steps
+    return out
 
 
 def default_eps(quadrature: SpectralQuadrature, *, relative: float = 1e-3) -> float:

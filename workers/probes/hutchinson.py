@@ -35,12 +35,30 @@ MatVec = Callable[[Tensor], Tensor]
 
 @dataclass
 class TraceEstimate:
-    """tr(H) ≈ ``estimate`` ± ``stderr`` from ``num_vectors`` samples vᵀHv."""
+    """tr(H) ≈ ``estimate`` ± ``stderr`` from ``matvecs`` products with H.
+
+    ``num_vectors`` random vectors were drawn; ``samples`` are the per-vector terms whose
+    spread gives ``stderr`` (vᵀHv for Hutchinson, see each method for the others).
+    """
 
     estimate: float
     stderr: float
     num_vectors: int
     samples: list[float]
+    matvecs: int
+    method: str
+
+
+def rademacher(
+    dim: int,
+    generator: torch.Generator,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """A vector of i.i.d. ±1 drawn on the CPU from ``generator`` (same draw on every device)."""
+    v = torch.randint(0, 2, (dim,), generator=generator).to(torch.float64) * 2 - 1
+    return v.to(dtype=dtype, device=device)
 
 
 def hutchinson_trace(
@@ -60,8 +78,7 @@ def hutchinson_trace(
     gen = torch.Generator().manual_seed(seed)
     samples = []
     for _ in range(num_vectors):
-        v = torch.randint(0, 2, (dim,), generator=gen).to(torch.float64) * 2 - 1
-        v = v.to(dtype=dtype, device=device)
+        v = rademacher(dim, gen, dtype=dtype, device=device)
         samples.append(float(v @ matvec(v)))
     values = torch.tensor(samples, dtype=torch.float64)
     return TraceEstimate(
@@ -69,4 +86,6 @@ def hutchinson_trace(
         stderr=float(values.std(correction=1)) / math.sqrt(num_vectors),
         num_vectors=num_vectors,
         samples=samples,
+        matvecs=num_vectors,
+        method="hutchinson",
     )

@@ -7,7 +7,18 @@ import importlib
 
 import pytest
 
-MODULES = ["", ".hvp", ".lanczos", ".power", ".hutchinson", ".density", ".slices"]
+MODULES = [
+    "",
+    ".hvp",
+    ".lanczos",
+    ".power",
+    ".hutchinson",
+    ".hutchpp",
+    ".xtrace",
+    ".density",
+    ".radau",
+    ".slices",
+]
 
 
 @pytest.mark.parametrize("suffix", MODULES)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from tests.workers.probes.reference import dense_hessian
-from workers.probes import ProbeError
+from workers.probes import ProbeError, run_probes
 from workers.probes.hvp import make_hvp
 from workers.probes.lanczos import lanczos
 from workers.probes.power import power_iteration
@@ -111,6 +111,8 @@ def test_lanczos_errors():
         lanczos(lambda v: v, 3, tol=-1.0)
     with pytest.raises(ProbeError, match="non-finite values at Lanczos step 0"):
         lanczos(lambda v: v * float("nan"), 3)
+    with pytest.raises(ProbeError, match=r"max_basis must be >= 2k \+ 4 = 10 to restart, got 9"):
+        lanczos(lambda v: v, 50, k=3, max_basis=9)
 
 
 def test_saddle_has_lambda_max_2_and_lambda_min_minus_2(device):
@@ -173,3 +175,88 @@ def test_power_iteration_cannot_split_a_symmetric_saddle_but_lanczos_can():
 def test_power_iteration_errors():
     with pytest.raises(ProbeError, match="need dim, top_n, max_iter >= 1"):
         power_iteration(lambda v: v, 2, max_iter=0)
+
+
+def assert_within_residuals(got: list[float], want: list[float], residuals: list[float], scale):
+    # |θ - λ| <= ||Hy - θy||: rounding of the dense reference allows 1e-12 · ||H|| more.
+    for g, w, r in zip(got, want, residuals, strict=True):
+        assert abs(g - w) <= r + 1e-12 * scale
+
+
+def test_lanczos_runs_until_the_extremes_of_a_trained_network_converge(trained, device):
+    model, x, y = trained.on(device)
+    out = run_probes(
+        model,
+        trained.loss_fn,
+        x,
+        y,
+        measure=["eigenvalues"],
+        k=5,
+        lanczos_steps=40,
+        lanczos_max_steps=300,
+    )
+    exact = trained.eigenvalues
+    scale = float(exact.abs().max())
+    # Measured: 93-157 products; the old fixed 40-60 left the bottom 5 off by up to 43 %.
+    assert out["converged"] and 40 < out["lanczos_steps"] <= 300
+    assert out["eigenvalue_converged"] == {"top": [True] * 5, "bottom": [True] * 5}
+    assert out["hvp_count"] == 2 + out["lanczos_steps"] and out["lanczos_restarts"] == 0
+    assert out["residual_bound"] == pytest.approx(1e-6 * scale, rel=1e-9)
+    res = out["residuals"]
+    assert max(res["top"] + res["bottom"]) <= out["residual_bound"]
+    assert_within_residuals(out["top_eigenvalues"], exact.flip(0)[:5].tolist(), res["top"], scale)
+    assert_within_residuals(out["bottom_eigenvalues"], exact[:5].tolist(), res["bottom"], scale)
+    assert out["lambda_min"] < 0  # trained, yet a saddle at this resolution
+
+
+def test_unconverged_eigenvalues_are_flagged_one_by_one(trained):
+    h, d = trained.hessian, trained.hessian.shape[0]
+    res = lanczos(lambda v: h @ v, d, k=5, max_steps=40, tol=1e-6, seed=0)
+    exact = trained.eigenvalues
+    flags = res.top_converged + res.bottom_converged
+    residuals = res.top_residuals + res.bottom_residuals
+    assert flags == [r <= res.bound for r in residuals] and not res.converged
+    assert not all(res.bottom_converged)  # 40 products do not resolve the bottom
+    scale = float(exact.abs().max())
+    want = exact.flip(0)[:5].tolist() + exact[:5].tolist()
+    for theta, r, ok, w in zip(res.top + res.bottom, residuals, flags, want, strict=True):
+        # Any Ritz value has an eigenvalue within its residual; a converged one, its own.
+        assert float((exact - theta).abs().min()) <= r + 1e-12 * scale
+        if ok:
+            assert abs(theta - w) <= r + 1e-12 * scale
+    # Cauchy interlacing: the i-th smallest Ritz value is >= λ_i, the i-th largest <= λ_{d-i}.
+    slack = 1e-12 * scale
+    assert all(t >= w - slack for t, w in zip(res.bottom, exact[:5].tolist(), strict=True))
+    assert all(t <= w + slack for t, w in zip(res.top, exact.flip(0)[:5].tolist(), strict=True))
+
+
+def test_thick_restart_keeps_memory_bounded_and_still_converges(device):
+    spectrum = [-3.0, -1.0, *torch.linspace(0.0, 1.0, 294).tolist(), 4.0, 7.0]
+    a = quadratic(spectrum, device)
+    full = lanczos(lambda v: a @ v, 298, k=2, max_steps=298, tol=1e-10, seed=0, device=device)
+    res = lanczos(
+        lambda v: a @ v, 298, k=2, max_steps=298, tol=1e-10, seed=0, device=device, max_basis=12
+    )
+    assert res.converged and res.restarts > 0 and full.restarts == 0
+    assert res.top == pytest.approx([7.0, 4.0], rel=1e-9)
+    assert res.bottom == pytest.approx([-3.0, -1.0], rel=1e-9)
+
+
+def test_thick_restart_on_a_trained_network(trained):
+    h, d = trained.hessian, trained.hessian.shape[0]
+    res = lanczos(lambda v: h @ v, d, k=3, max_steps=600, tol=1e-6, seed=0, max_basis=60)
+    exact = trained.eigenvalues
+    assert res.converged and res.restarts > 0
+    scale = float(exact.abs().max())
+    want = exact.flip(0)[:3].tolist() + exact[:3].tolist()
+    assert_within_residuals(
+        res.top + res.bottom, want, res.top_residuals + res.bottom_residuals, scale
+    )
+
+
+def test_lanczos_takes_at_least_min_steps():
+    diag = torch.tensor([1.0, 2.0, 3.0] * 10, dtype=torch.float64)
+    # Three distinct eigenvalues: converged after 3 products, unless told to go on.
+    assert lanczos(lambda v: diag * v, 30, seed=0).matvecs == 3
+    res = lanczos(lambda v: diag * v, 30, min_steps=10, seed=0)
+    assert res.matvecs == 10 and res.converged and res.top == pytest.approx([3.0])

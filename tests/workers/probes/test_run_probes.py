@@ -19,18 +19,26 @@ KEYS = {
     "bottom_eigenvalues",
     "residuals",
     "converged",
+    "eigenvalue_converged",
+    "residual_bound",
     "lanczos_steps",
+    "lanczos_restarts",
     "trace",
     "trace_stderr",
     "trace_vectors",
+    "trace_matvecs",
+    "trace_method",
     "negative_mass",
     "negative_mass_stderr",
+    "negative_mass_interval",
     "negative_mass_eps",
     "density",
     "grad_norm",
     "loss",
     "slices",
+    "measured",
     "hvp_count",
+    "hvp_counts",
     "dim",
     "mode",
     "method",
@@ -73,7 +81,17 @@ def test_summary_is_complete_and_json_serializable(device):
     assert out["lambda_max"] == out["top_eigenvalues"][0] >= out["top_eigenvalues"][1]
     assert out["lambda_min"] == out["bottom_eigenvalues"][0] <= out["bottom_eigenvalues"][1]
     assert len(out["residuals"]["top"]) == 2 and out["trace_stderr"] > 0
+    assert out["eigenvalue_converged"] == {"top": [True, True], "bottom": [True, True]}
+    assert out["trace_method"] == "xtrace" and out["trace_matvecs"] == 30  # auto, 30 >= 16
+    lo, hi = out["negative_mass_interval"]
+    assert 0 <= lo <= hi <= 1
     assert out["hvp_count"] == 2 + out["lanczos_steps"] + 30 + 4 * 30
+    assert out["hvp_counts"] == {
+        "check": 2,
+        "eigenvalues": out["lanczos_steps"],
+        "trace": 30,
+        "density": 120,
+    }
     slices = out["slices"]
     assert set(slices) == {
         "random_1d",
@@ -146,3 +164,80 @@ def test_run_probes_errors():
         run_probes(model, loss_fn, x, y, init_params={}, k=1, lanczos_steps=3)
     with pytest.raises(ProbeError, match="init_params has 3 entries, expected 113"):
         run_probes(model, loss_fn, x, y, init_params=torch.zeros(3), k=1, lanczos_steps=3)
+    with pytest.raises(ProbeError, match=r"unknown measure\(s\) \['hessian'\]; expected one of"):
+        run_probes(model, loss_fn, x, y, measure=["trace", "hessian"])
+    with pytest.raises(ProbeError, match="unknown trace method 'exact'; expected one of"):
+        run_probes(model, loss_fn, x, y, trace_method="exact")  # type: ignore[arg-type]
+    with pytest.raises(ProbeError, match="lanczos_max_steps=10 is below lanczos_steps=40"):
+        run_probes(model, loss_fn, x, y, lanczos_max_steps=10)
+    with pytest.raises(ProbeError, match="num_matvecs must be >= 4"):
+        run_probes(
+            model, loss_fn, x, y, measure=["trace"], trace_method="xtrace", hutchinson_vectors=3
+        )
+
+
+def test_each_probe_costs_only_its_own_hvps():
+    model, x, y = setup(torch.device("cpu"))
+    loss_fn = nn.CrossEntropyLoss()
+    kw = {"k": 1, "lanczos_steps": 12, "slice_points": 3, "slice_points_2d": 2}
+    full = run_probes(model, loss_fn, x, y, **kw)
+    only = {
+        m: run_probes(model, loss_fn, x, y, measure=[m], **kw)
+        for m in ("eigenvalues", "trace", "density")
+    }
+    # A λmax-only probe costs its Lanczos steps (and the 2-HVP determinism check).
+    eig = only["eigenvalues"]
+    assert eig["hvp_count"] == 2 + eig["lanczos_steps"]
+    assert eig["hvp_counts"] == {
+        "check": 2,
+        "eigenvalues": eig["lanczos_steps"],
+        "trace": 0,
+        "density": 0,
+    }
+    assert eig["lambda_max"] == full["lambda_max"] and eig["residuals"] == full["residuals"]
+    assert eig["trace"] is eig["negative_mass"] is eig["density"] is eig["slices"] is None
+    assert only["trace"]["hvp_count"] == 2 + 30 and only["trace"]["lambda_max"] is None
+    assert only["trace"]["trace"] == full["trace"]  # seeded per probe, not by what ran before
+    assert only["density"]["hvp_count"] == 2 + 4 * 30
+    assert only["density"]["negative_mass_interval"] == full["negative_mass_interval"]
+    for out in only.values():
+        assert out["grad_norm"] == full["grad_norm"] and out["loss"] == full["loss"]
+        assert out["measured"] == [m for m in only if out is only[m]]
+
+
+def test_slices_without_eigenvalues_skip_the_eigenvector_slices():
+    model, x, y = setup(torch.device("cpu"))
+    init = torch.zeros(113, dtype=torch.float64)
+    out = run_probes(
+        model,
+        nn.CrossEntropyLoss(),
+        x,
+        y,
+        measure=["slices"],
+        init_params=init,
+        slice_points=3,
+        slice_points_2d=2,
+    )
+    assert set(out["slices"]) == {"random_1d", "random_2d", "interpolation"}
+    assert out["hvp_count"] == 0 and out["lambda_max"] is None and out["grad_norm"] > 0
+    nothing = run_probes(model, nn.CrossEntropyLoss(), x, y, measure=[])
+    assert nothing["hvp_count"] == 0 and nothing["slices"] is None and nothing["loss"] > 0
+
+
+@pytest.mark.parametrize("trace_method", ["hutchinson", "hutchpp", "xtrace"])
+def test_trace_method_is_used_with_the_whole_budget(trace_method):
+    model, x, y = setup(torch.device("cpu"))
+    out = run_probes(
+        model,
+        nn.CrossEntropyLoss(),
+        x,
+        y,
+        measure=["trace"],
+        trace_method=trace_method,
+        hutchinson_vectors=20,
+    )
+    assert (
+        out["trace_method"] == trace_method
+        and out["trace_matvecs"] == out["hvp_counts"]["trace"] == 20
+    )
+    assert out["trace_stderr"] > 0
