@@ -13,17 +13,23 @@ instead of ||H||_F / √m: a large win when a few eigenvalues carry most of ||H|
 what the Hessian of a trained network looks like (a handful of outliers above a bulk near
 zero; Sagun et al. 2017, Papyan 2019). Here s = ⌊m/3⌋ and g = m - 2s (the paper's even
 split), with g >= 2 so that the standard error, the sample standard deviation of the g
-complement terms / √g, exists; it covers the Hutchinson part only (the low-rank part has no
-sampling error once Q is fixed). See ``workers/probes/__init__.py`` for errors at equal
+complement terms / √g, exists. It is the whole error: for any Q the two parts add up to
+tr(H) exactly, so only the complement is estimated. With g ≈ m/3 terms the standard error
+is itself noisy: on the trained test MLPs (100 seeds, 8-60 products) |error| <= 2·stderr
+held in 77-95 % of seeds, against 90-97 % for Hutchinson's. See ``workers/probes/__init__.py`` for errors at equal
 budgets against Hutchinson and XTrace.
 
-Seeded example (rank 2 plus a small diagonal: the sketch captures the two outliers)::
+Seeded example (eigenvalues 100, 50 and 98 × 0.01 in a random basis; Hutchinson with the
+same 12 products gives 144.73 ± 32.79)::
 
     >>> import torch
-    >>> d = torch.cat([torch.tensor([100.0, 50.0]), torch.full((98,), 0.01)]).double()
-    >>> est = hutchpp_trace(lambda v: d * v, 100, num_matvecs=12, seed=0)
-    >>> round(est.estimate, 6), est.stderr < 1e-12, est.matvecs
-    (150.98, True, 12)
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> u, _ = torch.linalg.qr(torch.randn(100, 100, generator=gen, dtype=torch.float64))
+    >>> lam = torch.cat([torch.tensor([100.0, 50.0]), torch.full((98,), 0.01)]).double()
+    >>> h = u @ torch.diag(lam) @ u.T
+    >>> est = hutchpp_trace(lambda v: h @ v, 100, num_matvecs=12, seed=0)
+    >>> round(float(h.trace()), 2), round(est.estimate, 2), round(est.stderr, 2), est.matvecs
+    (150.98, 150.98, 0.01, 12)
 """
 
 from __future__ import annotations

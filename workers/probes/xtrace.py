@@ -11,7 +11,20 @@ every vector also serves in the m - 1 other sketches (Epperly, Tropp & Webber 20
 "XTrace: making the most of every sample in stochastic trace estimation", SIMAX 45(1)).
 No product is spent on the leave-one-out bases: with s_i the i-th column of R^{-T}
 normalized, Q_iQ_iᵀ = Q (I - s_i s_iᵀ) Qᵀ, so every t_i is a few m×m and d×m operations
-on Ω, Y, Q and Z. The error estimate is the paper's, std(t_1 … t_m) / √m.
+on Ω, Y, Q and Z.
+
+The standard error is the jackknife over the test vectors, with XTrace_{-j} the estimate
+from the m - 1 vectors other than ω_j (Efron & Stein 1981: it overestimates the variance
+in expectation):
+
+    stderr² = (m - 1)/m · Σ_j (XTrace_{-j} - mean_j XTrace_{-j})²,
+
+again without products: dropping ω_j removes u_j = R^{-T}e_j from every basis, so each
+XTrace_{-j} needs only the 2×2 Gram matrices of pairs (u_i, u_j), O(m³) in all. The paper's
+own estimate, std(t_1 … t_m) / √m, treats the correlated t_i as independent: on the three
+trained test MLPs (60 seeds, 16-60 products) the true RMS error was 1.1-1.6x that estimate
+(|error| <= 2·stderr in 75-93 % of seeds), against 0.4-0.6x the jackknife (97-100 %).
+Honest over tight; the paper's value is std(``samples``) / √m if wanted.
 
 Compared with Hutch++ at the same budget, the low-rank part has rank ≈ budget/2 instead of
 budget/3 and the complement is probed by budget/2 vectors instead of budget/3. When Y is
@@ -20,14 +33,17 @@ already the whole trace), the leave-one-out bases are undefined: the estimate is
 tr(QᵀHQ) plus the mean of ω_iᵀ(I - QQᵀ)H(I - QQᵀ)ω_i (≈ 0), with the spread of those terms
 as its error. See ``workers/probes/__init__.py`` for errors at equal budgets.
 
-Seeded example (rank 2 plus a small diagonal: every sketch of >= 2 vectors finds the two
-outliers, so only the 0.98 of the small part is estimated)::
+Seeded example (eigenvalues 100, 50 and 98 × 0.01 in a random basis; Hutchinson with the
+same 12 products gives 144.73 ± 32.79)::
 
     >>> import torch
-    >>> d = torch.cat([torch.tensor([100.0, 50.0]), torch.full((98,), 0.01)]).double()
-    >>> est = xtrace(lambda v: d * v, 100, num_matvecs=12, seed=0)
-    >>> round(est.estimate, 6), est.stderr < 1e-12, est.matvecs
-    (150.98, True, 12)
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> u, _ = torch.linalg.qr(torch.randn(100, 100, generator=gen, dtype=torch.float64))
+    >>> lam = torch.cat([torch.tensor([100.0, 50.0]), torch.full((98,), 0.01)]).double()
+    >>> h = u @ torch.diag(lam) @ u.T
+    >>> est = xtrace(lambda v: h @ v, 100, num_matvecs=12, seed=0)
+    >>> round(float(h.trace()), 2), round(est.estimate, 2), round(est.stderr, 2), est.matvecs
+    (150.98, 150.98, 0.02, 12)
 """
 
 from __future__ import annotations
