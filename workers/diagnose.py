@@ -36,7 +36,9 @@ bounds the eigenvalue's error for a symmetric operator; e = neg_tol * lambda_max
 6. saddle             probed; near-stationary (W q < stationary * r) and
                       lambda_min + rho < -e: curvature clearly negative beyond its error.
 7. local_minimum      probed; near-stationary and lambda_min - rho >= -e and lambda_max > 0:
-                      no negative direction, within its error.
+                      no negative direction, within its error; lambda_min must have converged
+                      (an unconverged Ritz value only bounds the bottom of the spectrum from
+                      above, so it can prove negative curvature but not its absence).
    (near-stationary with lambda_min within rho of -e either way: inconclusive.)
 8. plateau            small gradient (W q < r: the gradient cannot give the progress a
                       window would need) and flat curvature: no negative direction the
@@ -133,9 +135,7 @@ def rise_fraction(losses: Sequence[float], window: int) -> float | None:
     return sum(b > a for a, b in zip(tail, tail[1:], strict=False)) / (len(tail) - 1)
 
 
-def classify(
-    evidence: dict[str, Any], thresholds: dict[str, float]
-) -> tuple[str, str]:
+def classify(evidence: dict[str, Any], thresholds: dict[str, float]) -> tuple[str, str]:
     """(verdict, sentence) from the evidence (see the module docstring for the rules)."""
     ev, th = evidence, thresholds
     window, r = int(th["window"]), th["rel_improvement"]
@@ -192,6 +192,12 @@ def classify(
                 f"{_g(rho)}, and W·q {_g(wq)} < {_g(stationary_bound)}: a saddle"
             )
         if stationary and lam_min - rho >= -e and lam_max > 0:
+            if ev.get("lambda_min_converged") is False:
+                return "inconclusive", (
+                    f"near-stationary (W·q {_g(wq)}) with λmin {_g(lam_min)} ≥ {_g(-e)}, but λmin "
+                    "has not converged (a Ritz value only bounds the spectrum's bottom from "
+                    "above): a minimum cannot be claimed; raise probes.lanczos_max_steps"
+                )
             return "local_minimum", (
                 f"λmin {_g(lam_min)} ≥ -{_g(th['neg_tol'])}·λmax = {_g(-e)} within its residual "
                 f"{_g(rho)}, λmax {_g(lam_max)} > 0, and W·q {_g(wq)} < {_g(stationary_bound)}, "
@@ -232,7 +238,9 @@ def classify(
 def _probe_evidence(probe: Mapping[str, Any]) -> dict[str, Any]:
     data = probe.get("data", probe)
     residual = (data.get("residuals", {}) or {}).get("bottom") or [None]
+    flags = (data.get("eigenvalue_converged") or {}).get("bottom") or [None]
     return {
+        "lambda_min_converged": flags[0],
         "grad_norm": probe.get("grad_norm"),
         "lambda_max": probe.get("lambda_max"),
         "lambda_min": probe.get("lambda_min"),

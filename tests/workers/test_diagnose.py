@@ -119,6 +119,13 @@ CURVED = {"lambda_max": 5.0, "window_progress_bound": 1e-6, "escape_per_window":
         ({}, "inconclusive", "no gradient"),
         (CURVED | {"lambda_min": 0.1}, "local_minimum", "λmin 0.1"),
         (CURVED | {"lambda_min": -1.0}, "saddle", "λmin -1"),
+        # an unconverged λmin can prove a saddle but not a minimum
+        (CURVED | {"lambda_min": -1.0, "lambda_min_converged": False}, "saddle", "λmin -1"),
+        (
+            CURVED | {"lambda_min": 0.1, "lambda_min_converged": False},
+            "inconclusive",
+            "has not converged",
+        ),
         # clearly negative curvature, but the point moves: not a saddle
         (CURVED | {"lambda_min": -1.0, "window_progress_bound": 0.3}, "inconclusive", "noise"),
         # lambda_min negative but within its Ritz residual: cannot tell
@@ -135,8 +142,7 @@ CURVED = {"lambda_max": 5.0, "window_progress_bound": 1e-6, "escape_per_window":
         ),
         # small gradient but a negative direction strong enough to leave by within a window
         (
-            CURVED
-            | {"lambda_min": -1.0, "window_progress_bound": 1e-3, "escape_per_window": 5.0},
+            CURVED | {"lambda_min": -1.0, "window_progress_bound": 1e-3, "escape_per_window": 5.0},
             "inconclusive",
             "leaving a saddle",
         ),
