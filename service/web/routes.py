@@ -105,6 +105,7 @@ def run_view(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse
         "diagnosis": (run.result.diagnosis if run.result else None) or None,
         "segments": ((run.result.plateaus or {}).get("segments", []) if run.result else []),
         "activation_stats": queries.activation_stats(session=session, run=run),
+        "probes": queries.list_probes(session=session, run=run),
     }
     return templates.TemplateResponse(request, "run.html", context)
 

@@ -9,6 +9,7 @@ from service.api.main import create_app
 from service.settings import Settings
 from tests.service.conftest import QUICK_SPEC
 from tests.service.test_e2e import wait_finished
+from workers.diagnose import VERDICTS
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.postgres]
 
@@ -36,15 +37,35 @@ def test_probes_at_the_end_are_stored_for_every_run(client):
         assert probe["data"]["mode"] == "eval" and probe["data"]["density"]
         assert len(probe["data"]["slices"]["random_1d"]["values"]) == 21
         diagnosis = run["diagnosis"]
-        assert diagnosis["verdict"] in {
-            "converged",
-            "local_minimum",
-            "saddle",
-            "plateau",
-            "still_improving",
-        }
+        assert diagnosis["verdict"] in VERDICTS and diagnosis["sentence"]
         assert diagnosis["evidence"]["lambda_min"] == probe["lambda_min"]
-        assert set(diagnosis["thresholds"]) >= {"grad_tol", "neg_tol", "flat_tol", "target"}
+        assert set(diagnosis["thresholds"]) >= {"neg_tol", "stationary", "window", "target"}
+        flags = probe["data"]["eigenvalue_converged"]
+        assert len(flags["top"]) == len(flags["bottom"]) == 3  # k
+
+
+def test_unconverged_eigenvalues_are_marked_in_the_api_and_on_the_page(client):
+    """Three Lanczos steps cannot resolve λmin of an MLP: the probe says so, the page marks
+    it, and the verdict does not claim a minimum from it; eigenvalues only: no trace."""
+    probes = {"at": ["end"], "k": 1, "lanczos_steps": 3, "lanczos_max_steps": 3}
+    spec = QUICK_SPEC | {
+        "optimizers": QUICK_SPEC["optimizers"][:1],
+        "inits": ["default"],
+        "grad_clip": [None],
+        "probes": probes | {"measure": ["eigenvalues"]},
+    }
+    sweep_id = client.post("/api/v1/sweeps", json=spec).json()["id"]
+    assert wait_finished(client, sweep_id)["counts"] == {"succeeded": 1}
+    (run,) = client.get(f"/api/v1/sweeps/{sweep_id}/runs").json()["data"]
+    (probe,) = client.get(f"/api/v1/runs/{run['id']}/probes").json()["data"]
+    assert probe["data"]["lanczos_steps"] == 3 and probe["data"]["converged"] is False
+    assert probe["data"]["eigenvalue_converged"]["bottom"] == [False]
+    assert probe["trace"] is None and probe["negative_mass"] is None
+    assert probe["data"].get("slices") is None
+    assert run["diagnosis"]["verdict"] != "local_minimum"
+    page = client.get(f"/runs/{run['id']}").text
+    assert 'class="num unconverged" data-eig="bottom"' in page
+    assert "not converged" in page
 
 
 def test_a_tiny_init_deep_linear_run_is_probed_on_its_first_plateau(client):

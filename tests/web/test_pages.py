@@ -256,6 +256,11 @@ def test_a_run_reached_from_the_leaderboard_shows_its_evidence_and_plots(page, s
     # per-layer activation statistics, at initialization and at the last evaluation
     stats = run["activation_stats"]
     assert stats[0]["step"] == 0 and stats[-1]["step"] == run["curves"]["step"][-1]
+    # the curvature table: one row per probe, λ with its residual, nothing unconverged here
+    probes = site["api"].get(f"/api/v1/runs/{best['best_run_id']}/probes").json()["data"]
+    assert page.locator("#curvature tbody tr").count() == len(probes) >= 1
+    assert page.locator("#curvature td.unconverged").count() == 0
+    assert "±" in page.locator("#curvature td[data-eig=bottom]").first.inner_text()
     rows = page.locator("#activations tbody tr")
     assert rows.count() == len(stats[0]["layers"]) >= 3
     first_layer = next(iter(stats[0]["layers"]))
