@@ -68,9 +68,7 @@ def test_a_steady_descent_is_not_a_plateau():
     # the descents (steps 300-360 and 660-720) lie outside every segment, up to the band's
     # edge and the smoothing lag (the loss needs ~10 % of a descent to leave a band)
     assert found[0]["end"] < 320 and found[1]["start"] > 340 and found[1]["end"] < 680
-    assert out["plateau_fraction"] == pytest.approx(
-        sum(s["length"] for s in found) / len(stairs)
-    )
+    assert out["plateau_fraction"] == pytest.approx(sum(s["length"] for s in found) / len(stairs))
 
 
 def test_the_online_tracker_agrees_with_the_stored_segments():
