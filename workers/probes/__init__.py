@@ -19,11 +19,13 @@ L(θ) = (1/N) Σ_i ℓ(f_θ(x_i), y_i). One module per method:
   Li et al. 2018).
 
 ``run_probes`` runs the ones asked for (``measure``) once and returns a JSON-serializable
-dict. With its defaults a probe of the reference MLP 64-64-64-10 (13,130 parameters) on 1,500
-digits samples at initialization took 1.5 s in float32 and 2.9-4.3 s in float64 on a
-2-core x86-64 CPU box shared with other jobs, 0.7 s either way on an NVIDIA H200
-(``python benchmarks/probes.py``; measured before Lanczos ran to convergence: a trained
-model now takes up to ``lanczos_max_steps`` products where it took 60).
+dict. With the spec's defaults (k = 3, 40-300 Lanczos steps, 20 trace products, 4 × 30 SLQ)
+a float64 probe of the trained reference MLP 64-64-64-10 (13,130 parameters, 1,500 digits
+samples) took 123 Lanczos steps to converge, 265 HVPs in all, 2.2 s on a 2-core x86-64 CPU
+box shared with other jobs; k = 5 took 161 steps and 2.6 s
+(``python benchmarks/probes.py --accuracy``). At initialization the same probe took
+1.5 s in float32 and 2.9-4.3 s in float64, 0.7 s on an NVIDIA H200, when Lanczos ran a fixed
+60 steps (``python benchmarks/probes.py``).
 
 Trace estimator (``trace_method``), each with ``hutchinson_vectors`` products in all:
 "hutchinson", "hutchpp", "xtrace", or "auto", which takes
@@ -34,19 +36,22 @@ Trace estimator (``trace_method``), each with ``hutchinson_vectors`` products in
 
 Measured on the dense Hessians of three trained float64 MLPs (682-910 parameters; the top 5
 eigenvalues hold 76-94 % of ||H||_F²) and one at initialization (28 %), 100 seeds each,
-root-mean-square relative error at equal numbers of products:
+root-mean-square relative error at equal numbers of products
+(``python benchmarks/probes.py --accuracy``):
 
     products                 8          16          20          30          60
     trained, Hutchinson   10-14 %     8-10 %      7-9 %       5-7 %       4-5 %
-    trained, Hutch++      13-14 %     6-8 %       5-6 %       3-5 %       0.9-1.5 %
-    trained, XTrace       12-16 %     5-7 %       4-5 %       2-3 %       0.6-0.9 %
+    trained, Hutch++      12-14 %     6-9 %       5-6 %       3-5 %       0.9-1.5 %
+    trained, XTrace       12-15 %     5-7 %       4-6 %       2-3 %       0.6-0.9 %
     at init, Hutchinson     26 %       19 %        17 %        13 %        10 %
     at init, Hutch++        32 %       28 %        24 %        22 %        13 %
     at init, XTrace         35 %       25 %        23 %        18 %        11 %
 
-so auto trades a 1.3x larger error where the spectrum is flat (initialization) for a 1.1-1.8x
-smaller one on trained networks at 16 products, 2-4x at 30 and 4-8x at 60; probes are
-mostly taken on trained networks (plateaus, the end of a run).
+so auto trades a 1.3-1.4x larger error where the spectrum is flat (initialization) for a
+1.1-1.8x smaller one on trained networks at 16 products, 1.3-2.5x at 20, 1.7-4x at 30 and
+4-8x at 60; probes are mostly taken on trained networks (plateaus, the end of a run). The
+standard errors: |error| <= 2·stderr in 90-97 % of seeds for Hutchinson, 82-98 % for
+Hutch++, 88-100 % for XTrace (97-100 % from 16 products on: its jackknife is conservative).
 
 Seeded example (a 2-parameter saddle, f(x, y) = x² - y²)::
 

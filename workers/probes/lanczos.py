@@ -34,8 +34,8 @@ each end; their products H y = Σ s_ij H q_j cost no HVP) and the process contin
 q_{m+1}, so memory stays at ``max_basis`` vectors whatever ``max_steps`` is. T is then
 "arrowhead plus tridiagonal" rather than tridiagonal, and the same residual estimate holds.
 Restarting discards information: on the trained test MLPs the bottom 5 eigenvalues needed
-157 products without a restart and 229 / 379 with ``max_basis`` = 100 / 60, so the basis is
-only capped where memory demands it (``run_probes`` caps it at 1 GiB).
+71-98 products without a restart, 71-118 with ``max_basis`` = 60 and 119-204 with 30, so
+the basis is only capped where memory demands it (``run_probes`` caps it at 1 GiB).
 
 When the Krylov space is exhausted (β_j ≈ 0, e.g. once m = d), the process restarts from a
 new random vector orthogonal to Q (T becomes block diagonal), so dim <= max_steps is exact.

@@ -57,7 +57,7 @@ def test_xtrace_jackknife_error_covers_the_error(trained: Trained):
         covered += abs(est.estimate - exact) <= 2 * est.stderr
         # The jackknife is wider than the paper's std(t_i)/√m (measured 2-3x).
         assert est.stderr > torch.tensor(est.samples).std().item() / math.sqrt(10)
-    assert covered >= 0.9 * len(SEEDS)  # measured: every seed
+    assert covered >= 0.9 * len(SEEDS)  # measured: 99-100 % of 100 seeds
 
 
 def test_exact_on_a_low_rank_operator():
