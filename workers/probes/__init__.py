@@ -182,8 +182,11 @@ def trace_estimate(
         )
     like = {"seed": seed, "dtype": dtype, "device": device}
     if matvecs >= dim:
-        eye = torch.eye(dim, dtype=dtype, device=device)
-        samples = [float(eye[i] @ matvec(eye[i])) for i in range(dim)]
+        samples = []
+        for i in range(dim):
+            e = torch.zeros(dim, dtype=dtype, device=device)
+            e[i] = 1.0
+            samples.append(float(matvec(e)[i]))
         return TraceEstimate(
             estimate=math.fsum(samples),
             stderr=0.0,

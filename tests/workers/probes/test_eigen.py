@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from tests.workers.probes.reference import dense_hessian
 from workers.probes import ProbeError, run_probes
 from workers.probes.hvp import make_hvp
-from workers.probes.lanczos import lanczos
+from workers.probes.lanczos import Krylov, lanczos
 from workers.probes.power import power_iteration
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -260,3 +260,24 @@ def test_lanczos_takes_at_least_min_steps():
     assert lanczos(lambda v: diag * v, 30, seed=0).matvecs == 3
     res = lanczos(lambda v: diag * v, 30, min_steps=10, seed=0)
     assert res.matvecs == 10 and res.converged and res.top == pytest.approx([3.0])
+
+
+def test_krylov_errors():
+    diag = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    start = torch.ones(3, dtype=torch.float64)
+    krylov = Krylov(lambda v: diag * v, start, 5, restart=True)
+    while not krylov.done:
+        krylov.step()
+    with pytest.raises(ProbeError, match="complete or full; restart it first"):
+        krylov.step()
+    krylov.thick_restart([0, 2])
+    with pytest.raises(ProbeError, match="a thick-restarted basis has no tridiagonal T"):
+        krylov.tridiagonal()
+    bare = Krylov(lambda v: diag * v, start, 5, restart=False, keep_products=False)
+    bare.step()
+    with pytest.raises(ProbeError, match="a thick restart needs keep_products=True"):
+        bare.thick_restart([0])
+    with pytest.raises(ProbeError, match="residuals need keep_products=True"):
+        bare.residuals(*bare.ritz()[:2])
+    with pytest.raises(ProbeError, match="start vector must be finite and non-zero"):
+        Krylov(lambda v: v, torch.zeros(3, dtype=torch.float64), 5, restart=False)
