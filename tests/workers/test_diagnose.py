@@ -4,16 +4,20 @@ hand-made eigenvalues), each rule and its sentence, and the misreadings it must 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
+from service.spec import SweepSpec
 from workers.config import RunConfig
 from workers.diagnose import DEFAULT_THRESHOLDS, VERDICTS, classify, diagnose, diagnose_point
 from workers.train import TrainHooks, train
 
 PROBE = {"lanczos_steps": 20}
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 class Saddle(nn.Module):
@@ -188,17 +192,15 @@ def test_edge_of_stability_full_batch_gd_is_not_a_saddle_plateau_or_minimum():
 
 
 def test_a_blown_up_run_is_diverged_with_its_step():
-    """Cross-entropy stays finite while logits blow up: the held-above rule stops it."""
-    spec = {
-        "task": {"name": "digits"},
-        "architecture": {"name": "mlp", "depth": 6, "width": 128, "activation": "tanh"},
-        "init": {"name": "xavier_normal"},
-        "optimizer": {"name": "sgd", "lr": 0.5, "momentum": 0.9},
-        "seed": 0,
-        "budget": {"steps": 800, "batch_size": 128, "log_every": 5, "eval_every": 100},
-        "target": {"loss": 0.1},
-    }
-    result, diagnosis = run(spec)
+    """examples/clipping_high_lr.yaml, lr 0.5 without clipping, seed 0: cross-entropy stays
+    finite while the logits blow up (loss 2.3 -> ~100); the held-above rule stops it."""
+    example = yaml.safe_load((EXAMPLES / "clipping_high_lr.yaml").read_text())
+    (config,) = [
+        c
+        for c in SweepSpec.model_validate(example).expand()
+        if c.optimizer.lr == 0.5 and c.grad_clip is None and c.seed == 0
+    ]
+    result, diagnosis = run(config.model_dump(mode="json"))
     assert result.outcome == "diverged" and diagnosis["verdict"] == "diverged"
     step = result.diverged_step
     assert step is not None and step < 100
