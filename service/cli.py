@@ -177,7 +177,7 @@ def run(
     final_counts = counts()
     with session_scope(settings.database_url) as session:
         runs, _ = queries.list_runs(session=session, sweep_id=sweep_id, offset=0, limit=n_runs)
-        rows = [run_public(r) for r in runs]
+        rows = [run_public(r, full_error=True) for r in runs]
         rows = [
             r | {"diagnosis": r["diagnosis"].model_dump() if r.get("diagnosis") else None}
             for r in rows
