@@ -57,8 +57,11 @@ CSRF_MISMATCH = (
 def render(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
-    """A page, with the double-submit CSRF cookie when this browser had none yet."""
+    """A page, with the double-submit CSRF cookie when this browser had none yet. No page
+    may be framed by another site (its buttons could be clicked through a decoy)."""
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
     token = getattr(request.state, "new_csrf_cookie", None)
     if token:
         settings = request.app.state.settings

@@ -609,6 +609,9 @@ def test_single_user_pages_use_a_double_submit_token(migrated_url):
         assert 'id="cancel-sweep"' in page.text
         cookie = page.headers["set-cookie"].lower()
         assert "plateau_csrf=" in cookie and "samesite=strict" in cookie
+        # no page may be framed by another site (its cancel button clicked through a decoy)
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
         token = page_csrf(page.text)
         c.cookies.clear()  # another site's form: the browser sends no (strict) cookie
         r = c.post(f"/sweeps/{sweep}/cancel", data={"csrf_token": token})
