@@ -3,7 +3,9 @@
 Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
 Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
 `plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`,
-`plateau db rebuild-leaderboard`.
+`plateau db rebuild-leaderboard`. Identities (on the database directly): `plateau users
+create|list|update`, `plateau keys create|list|revoke|generate`, `plateau audit`; the HTTP
+commands send the key in PLATEAU_API_KEY.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
   `X-API-Key: <key>`) or, for reads only, a page session cookie; 401 otherwise (a revoked
   key, a disabled user, no key). In single-user mode, the one user, with every right.
 - `MemberIdentity`, `AdminIdentity`: the same with at least that role; 403 otherwise.
-- `ensure_may_change(identity, owner_id, what)`: 403 unless an admin or the owning member.
+- `ensure_may_change(identity, owner, what, doing)`: 403 unless an admin or the owning
+  member (cancel today; delete and retry call it the same way).
 - `PageIdentity`: for pages; a browser without a session is sent to /signin.
 
 The identity is resolved in a unit of work of its own, before the request's session does
