@@ -16,3 +16,7 @@ class LeaseLost(DBError):
 
 class SchemaNotCurrent(DBError):
     """The database schema is behind the code; the message says which command fixes it."""
+
+
+class AlreadyExists(DBError):
+    """A row with that name (a user) is there already; the API answers 409."""

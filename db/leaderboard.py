@@ -74,7 +74,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from db.models import ConfigSummary, ResultRollup, Run, RunResult, Sweep
+from db.models import ConfigSummary, ResultRollup, Run, RunResult, Sweep, User
 
 Order = Literal["asc", "desc"]
 
@@ -143,8 +143,13 @@ def _counted(f: Filters, *columns: Any) -> Select[Any]:
     if f.device is not None:
         where.append(r.device == f.device)
     if f.owner is not None:
-        where.append(r.sweep_id.in_(select(Sweep.id).where(Sweep.owner == f.owner)))
+        where.append(r.sweep_id.in_(_sweeps_of(f.owner)))
     return select(*columns).select_from(r).where(and_(*where))
+
+
+def _sweeps_of(owner: str) -> Select[Any]:
+    """Ids of the sweeps of the user named `owner` (owners are users: keys, not free text)."""
+    return select(Sweep.id).join(User, User.id == Sweep.owner_id).where(User.name == owner)
 
 
 def _std(value: float | None) -> float | None:
@@ -250,7 +255,7 @@ def _sums_under(filters: Filters, columns: Collection[str] | None = None) -> Sub
         if value is not None:
             where.append(column == value)
     if filters.owner is not None:
-        where.append(k.sweep_id.in_(select(Sweep.id).where(Sweep.owner == filters.owner)))
+        where.append(k.sweep_id.in_(_sweeps_of(filters.owner)))
     parts: list[Select[Any]] = []
     if filters.since is not None:
         since = filters.since.astimezone(dt.UTC)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 
-from db.errors import SchemaNotCurrent
+from db.errors import DBError, SchemaNotCurrent
 from db.session import get_engine, normalize_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -26,12 +29,54 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@contextmanager
+def _migrating(url: str) -> Iterator[Connection]:
+    """One connection in one transaction for Alembic.
+
+    On SQLite, foreign keys are off meanwhile (PRAGMA, outside the transaction, as Alembic's
+    batch-mode notes advise): batch mode rebuilds a table by copy, drop and rename, and with
+    foreign keys on, dropping `sweep` would cascade to every run. What the migration leaves
+    is checked with `PRAGMA foreign_key_check` before it commits.
+    """
+    engine = get_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=False)
+        try:
+            with connection.begin():
+                yield connection
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise DBError(f"the migration broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                _sqlite_foreign_keys(connection, on=True)
+
+
+def _sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    # On the driver's connection, which is in autocommit mode outside a transaction (the
+    # PRAGMA is a no-op inside one); SQLAlchemy's own execute would BEGIN first.
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema at `url` to `revision` (creates it from empty)."""
     cfg = alembic_config(url)
-    with get_engine(url).begin() as connection:
+    with _migrating(url) as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Take the schema at `url` back to `revision` (tests; a rollback by hand)."""
+    cfg = alembic_config(url)
+    with _migrating(url) as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
 
 
 def current_revision(url: str) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -51,6 +52,9 @@ LEADERBOARD_COVERED = (
     "torch_version",
     "run_id",
 )
+# What a user may do: a viewer reads; a member also submits, and cancels (later deletes and
+# retries) its own sweeps and studies; an admin does everything, users and keys included.
+ROLES = ("viewer", "member", "admin")
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
 TERMINAL_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
 
@@ -88,6 +92,81 @@ class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
+class User(Base):
+    """A member of the team (a person, or a robot such as the nightly job). Its API keys say
+    who is asking; its role says what they may do. Users are disabled, never deleted: they
+    own sweeps and studies.
+
+    `origin` 'team': created by an admin (CLI, API, or the deployment's admin key secret);
+    'legacy': a name taken from a free-text `owner` (sweeps and studies from before 2026-12,
+    and submissions in single-user mode), role viewer until an admin says otherwise. Only team
+    users and keys switch `PLATEAU_AUTH=auto` on (service/auth.py).
+    """
+
+    __tablename__ = "app_user"  # "user" is a reserved word in Postgres
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'member', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(16), default="team")  # team | legacy
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[dt.datetime | None]
+
+
+class ApiKey(Base):
+    """An API key of a user. The key itself is shown once, at creation; the table keeps its
+    SHA-256 (db/auth.py says why not bcrypt) and `prefix`, the part a person recognises in
+    lists and logs (`pb_` and 8 characters that are not part of the secret)."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")  # a label: "laptop", "nightly"
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]  # to the minute (db.auth.TOUCH_EVERY)
+    revoked_at: Mapped[dt.datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class WebSession(Base):
+    """A browser signed in with an API key. The cookie holds a random token, the table its
+    SHA-256; revoking the key or disabling its user ends the session too."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+
+    key: Mapped[ApiKey] = relationship(lazy="joined", innerjoin=True)
+
+
+class AuditEvent(Base):
+    """Who did what to which object: keys created and revoked, users changed, sweeps and
+    studies cancelled (and deleted, retried). Written by db.audit.record in the transaction
+    of the change it records; read by admins (GET /api/v1/audit, `plateau audit`)."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    # The user's name, or who acted without a user: "cli:<os user>", "single-user",
+    # "bootstrap" (the deployment's admin key), "migration".
+    actor: Mapped[str] = mapped_column(String(200))
+    key_prefix: Mapped[str | None] = mapped_column(String(16))  # the key that was used
+    action: Mapped[str] = mapped_column(String(64))  # e.g. key.create, sweep.cancel
+    target: Mapped[str] = mapped_column(String(200))  # e.g. key:pb_1a2b3c4d, sweep:12
+    detail: Mapped[dict[str, Any] | None]
+
+
 class Sweep(Base):
     """A submitted grid of runs. Its status is derived from its runs' statuses (db/queries.py)."""
 
@@ -95,7 +174,8 @@ class Sweep(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    owner: Mapped[str] = mapped_column(String(200), default="anonymous")
+    # The user whose key submitted it (never a free-text field; see db/auth.py).
+    owner_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
     source: Mapped[str] = mapped_column(String(32), default="api")  # api | cli | nightly | study
     spec: Mapped[dict[str, Any]]
     n_runs: Mapped[int]
@@ -104,6 +184,12 @@ class Sweep(Base):
     cancelled_at: Mapped[dt.datetime | None]
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep", passive_deletes=True)
+    owner_user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+    @property
+    def owner(self) -> str:
+        """The owner's name, as the API and the pages show it."""
+        return self.owner_user.name
 
 
 class Run(Base):
@@ -290,13 +376,19 @@ class Study(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    owner: Mapped[str] = mapped_column(String(200), default="anonymous")
+    owner_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
     optuna_study_name: Mapped[str] = mapped_column(String(255), unique=True)
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweep.id", ondelete="CASCADE"))
     spec: Mapped[dict[str, Any]]
     state: Mapped[str] = mapped_column(String(16), default="running")  # running|finished|cancelled
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
+
+    owner_user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+    @property
+    def owner(self) -> str:
+        return self.owner_user.name
 
 
 class Probe(Base):

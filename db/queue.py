@@ -21,9 +21,10 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Result, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from db.auth import legacy_user
 from db.errors import LeaseLost
 from db.leaderboard import COUNTED_OUTCOMES, refresh_rollup
-from db.models import Probe, Run, RunMetric, RunResult, Sweep, utcnow
+from db.models import Probe, Run, RunMetric, RunResult, Sweep, User, utcnow
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -48,16 +49,29 @@ def enqueue_sweep(
     *,
     session: Session,
     name: str,
-    owner: str,
+    owner: User | str,
     spec: dict[str, Any],
     runs: Sequence[tuple[dict[str, Any], str, str]],
     max_attempts: int = 3,
     source: str = "api",
     software: dict[str, Any] | None = None,
 ) -> Sweep:
-    """Insert a sweep and its runs (config, config_hash, config_key) as queued, at once."""
+    """Insert a sweep and its runs (config, config_hash, config_key) as queued, at once.
+
+    `owner` is the submitting key's user; a name (single-user mode, the embedded CLI) stands
+    for the legacy user of that name (db.auth.legacy_user)."""
+    user = (
+        legacy_user(session=session, name=owner)
+        if isinstance(owner, str)
+        else session.get_one(User, owner.id)  # the caller's may belong to another session
+    )
     sweep = Sweep(
-        name=name, owner=owner, spec=spec, n_runs=len(runs), source=source, software=software or {}
+        name=name,
+        owner_user=user,
+        spec=spec,
+        n_runs=len(runs),
+        source=source,
+        software=software or {},
     )
     session.add(sweep)
     session.flush()

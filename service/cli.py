@@ -3,7 +3,9 @@
 Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
 Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
 `plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`,
-`plateau db rebuild-leaderboard`.
+`plateau db rebuild-leaderboard`. Identities (on the database directly): `plateau users
+create|list|update`, `plateau keys create|list|revoke|generate`, `plateau audit`; the HTTP
+commands send the key in PLATEAU_API_KEY.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -27,6 +31,11 @@ from service.settings import get_settings
 from service.spec import SpecError, SweepSpec, load_spec_document
 
 if TYPE_CHECKING:
+    import datetime as dt
+
+    from sqlalchemy.orm import Session
+
+    from db.models import User
     from service.study_spec import StudySpec
 
 app = typer.Typer(
@@ -36,6 +45,18 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(
+    help="Users of the team (on DATABASE_URL directly: whoever can reach the database is "
+    "its admin). The first admin: `plateau users create NAME --role admin`.",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
+keys_app = typer.Typer(
+    help="API keys (on DATABASE_URL directly). `plateau keys create --user NAME` prints a "
+    "key once; the database keeps only its hash.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
 # Piped output (CI logs, files) gets a width that fits the ranked table.
 console = Console(width=None if sys.stdout.isatty() else 180)
 # Errors are not wrapped (a long path must not split the message a script greps for) and
@@ -177,7 +198,7 @@ def run(
     final_counts = counts()
     with session_scope(settings.database_url) as session:
         runs, _ = queries.list_runs(session=session, sweep_id=sweep_id, offset=0, limit=n_runs)
-        rows = [run_public(r) for r in runs]
+        rows = [run_public(r, full_error=True) for r in runs]
         rows = [
             r | {"diagnosis": r["diagnosis"].model_dump() if r.get("diagnosis") else None}
             for r in rows
@@ -300,17 +321,43 @@ def search(
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    host: str = typer.Option(
+        None,
+        help="interface to listen on (default PLATEAU_HOST or 127.0.0.1); any address but "
+        "loopback requires API keys (README: single-user and team modes)",
+    ),
     port: int = typer.Option(8000, help="TCP port"),
     dispatch: bool = typer.Option(True, help="run the dispatcher in this process"),
 ) -> None:
     """Serve the REST API (and, by default, the dispatcher) from one process."""
     import uvicorn
 
+    from db import auth as db_auth
+    from db.errors import DBError
+    from db.migrate import ensure_current
+    from db.session import session_scope
+    from service import auth
     from service.api.main import create_app
 
     logging.basicConfig(level=logging.INFO)
-    uvicorn.run(create_app(get_settings(), dispatch=dispatch), host=host, port=port)
+    settings = get_settings()
+    if host is not None:
+        settings = settings.model_copy(update={"host": host})
+    try:  # refuse here, with the message alone, rather than in the app's startup
+        ensure_current(settings.database_url, migrate=settings.auto_migrate)
+        auth.prepare(settings)
+    except (auth.AuthConfigError, DBError) as e:
+        raise fail(str(e)) from e
+    keys_required = auth.forced(settings)
+    if keys_required is None:
+        with session_scope(settings.database_url) as session:
+            keys_required = db_auth.team_configured(session=session)
+    err.print(
+        f"team mode: API keys required on {settings.host}"
+        if keys_required
+        else f"single-user mode: no keys needed on {settings.host} (loopback only)"
+    )
+    uvicorn.run(create_app(settings, dispatch=dispatch), host=settings.host, port=port)
 
 
 @app.command()
@@ -353,8 +400,11 @@ def status(
 
 
 def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One call to the service, with the key in PLATEAU_API_KEY when it is set."""
+    key = os.environ.get("PLATEAU_API_KEY", "").strip()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.request(method, url, timeout=30, **kwargs)
+        response = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
     except httpx.HTTPError as e:
         raise fail(f"cannot reach {url}: {e}") from e
     if response.status_code >= 400:
@@ -362,7 +412,10 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
             detail = json.dumps(response.json().get("detail"), indent=1)
         except ValueError:
             detail = response.text
-        raise fail(f"{method} {url} answered {response.status_code}: {detail}")
+        hint = ""
+        if response.status_code == 401 and not key:
+            hint = " (set PLATEAU_API_KEY to your API key)"
+        raise fail(f"{method} {url} answered {response.status_code}: {detail}{hint}")
     return response
 
 
@@ -424,6 +477,197 @@ def db_rebuild_leaderboard() -> None:
     with session_scope(settings.database_url) as session:
         n = rebuild_rollups(session=session)
     console.print(f"leaderboard rebuilt at {settings.database_url}: {n} rollup rows")
+
+
+# --------------------------------------------------------------------- users and keys
+
+
+@contextmanager
+def _database() -> Iterator[Session]:
+    """A unit of work on DATABASE_URL, its schema current (migrated when allowed)."""
+    from db.errors import DBError
+    from db.migrate import ensure_current
+    from db.session import session_scope
+
+    settings = get_settings()
+    try:
+        ensure_current(settings.database_url, migrate=settings.auto_migrate)
+    except DBError as e:
+        raise fail(str(e)) from e
+    with session_scope(settings.database_url) as session:
+        yield session
+
+
+def _check_role(role: str | None) -> None:
+    from db.models import ROLES
+
+    if role is not None and role not in ROLES:
+        raise fail(f"unknown role {role!r}; expected one of: {', '.join(ROLES)}")
+
+
+def _find_user(session: Session, name: str) -> User:
+    from db import auth as db_auth
+
+    user = db_auth.get_user(session=session, name=name)
+    if user is None:
+        raise fail(f"no user {name!r}; `plateau users list` shows them")
+    return user
+
+
+def _when(value: dt.datetime | None) -> str:
+    return "—" if value is None else value.strftime("%Y-%m-%d %H:%M")
+
+
+@users_app.command("create")
+def users_create(
+    name: str = typer.Argument(..., help="letters, digits and . _ @ + - (no spaces)"),
+    role: str = typer.Option("member", help="viewer, member or admin"),
+) -> None:
+    """Create a team user (a legacy user of that name, from a free-text owner, is adopted)."""
+    import re
+
+    from db.errors import AlreadyExists
+    from service import auth
+    from service.schemas import USER_NAME
+
+    _check_role(role)
+    if not re.fullmatch(USER_NAME, name) or len(name) > 200:
+        raise fail(f"bad user name {name!r}: use letters, digits and . _ @ + - (no spaces)")
+    try:
+        with _database() as session:
+            user = auth.create_user(session=session, name=name, role=role, actor=auth.cli_actor())
+            origin = user.origin
+    except AlreadyExists as e:
+        raise fail(str(e)) from e
+    console.print(f"user {escape(name)} ({role}, {origin}) created")
+    err.print(f"next: plateau keys create --user {name}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every user: role, origin (team, or legacy: from a free-text owner), state."""
+    from db import auth as db_auth
+
+    table = Table(title="users")
+    for col in ("name", "role", "origin", "created", "disabled"):
+        table.add_column(col)
+    with _database() as session:
+        for u in db_auth.list_users(session=session):
+            table.add_row(
+                escape(u.name), u.role, u.origin, _when(u.created_at), _when(u.disabled_at)
+            )
+    console.print(table)
+
+
+@users_app.command("update")
+def users_update(
+    name: str = typer.Argument(...),
+    role: str = typer.Option(None, help="viewer, member or admin"),
+    disable: bool = typer.Option(None, "--disable/--enable", help="stop (restore) its keys"),
+) -> None:
+    """Change a user's role, or disable it (its keys and page sessions stop at once)."""
+    from service import auth
+
+    _check_role(role)
+    if role is None and disable is None:
+        raise fail("nothing to change: give --role, --disable or --enable")
+    with _database() as session:
+        user = _find_user(session, name)
+        try:
+            changes = auth.update_user(
+                session=session, user=user, role=role, disabled=disable, actor=auth.cli_actor()
+            )
+        except auth.LastAdminError as e:
+            raise fail(str(e)) from e
+    said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+    console.print(f"user {escape(name)}: {said or 'unchanged'}")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: str = typer.Option(..., "--user", help="whose key"),
+    name: str = typer.Option("", "--name", help="a label, e.g. laptop"),
+) -> None:
+    """Create a key and print it, once, alone on stdout (`KEY=$(plateau keys create ...)`)."""
+    from service import auth
+
+    with _database() as session:
+        owner = _find_user(session, user)
+        key, token = auth.create_key(session=session, user=owner, name=name, actor=auth.cli_actor())
+        prefix, role = key.prefix, owner.role
+    err.print(
+        f"key {prefix} of {user} ({role}); it is shown only now; "
+        "use it as PLATEAU_API_KEY or sign in to the pages with it:"
+    )
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(
+    user: str = typer.Option(None, "--user", help="only this user's keys"),
+    revoked: bool = typer.Option(False, "--revoked", help="include revoked keys"),
+) -> None:
+    """Keys by prefix (never the secret), with their user, role and last use."""
+    from db import auth as db_auth
+
+    table = Table(title="API keys")
+    for col in ("prefix", "user", "role", "name", "created", "last used", "revoked"):
+        table.add_column(col)
+    with _database() as session:
+        owner = _find_user(session, user) if user else None
+        for k in db_auth.list_keys(session=session, user=owner, include_revoked=revoked):
+            table.add_row(
+                k.prefix, escape(k.user.name), k.user.role, escape(k.name),
+                _when(k.created_at), _when(k.last_used_at), _when(k.revoked_at),
+            )  # fmt: skip
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: str = typer.Argument(..., help="as `plateau keys list` shows it")) -> None:
+    """Revoke a key at once (its page sessions end too)."""
+    from db import auth as db_auth
+    from service import auth
+
+    with _database() as session:
+        key = db_auth.get_key(session=session, prefix=prefix)
+        if key is None:
+            raise fail(f"no key {prefix!r}; `plateau keys list` shows them")
+        done = auth.revoke_key(session=session, key=key, actor=auth.cli_actor())
+    console.print(f"key {prefix} {'revoked' if done else 'was already revoked'}")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a fresh random key without storing it: a value for PLATEAU_ADMIN_KEY."""
+    from db.auth import generate_key
+
+    print(generate_key())
+
+
+@app.command()
+def audit(
+    limit: int = typer.Option(50, help="events to show, newest first"),
+    action: str = typer.Option(None, help="e.g. key.revoke, sweep.cancel"),
+    actor: str = typer.Option(None, help="a user's name, or cli:..."),
+) -> None:
+    """The audit log (on DATABASE_URL directly): keys, users, cancels."""
+    from db import audit as db_audit
+
+    table = Table(title="audit log")
+    for col in ("when", "actor", "key", "action", "target", "detail"):
+        table.add_column(col)
+    with _database() as session:
+        rows, count = db_audit.list_events(
+            session=session, offset=0, limit=limit, action=action, actor=actor
+        )
+        for e in rows:
+            table.add_row(
+                _when(e.created_at), escape(e.actor), e.key_prefix or "—", e.action,
+                escape(e.target), escape(json.dumps(e.detail)) if e.detail else "",
+            )  # fmt: skip
+    table.caption = f"{len(rows)} of {count}"
+    console.print(table)
 
 
 @app.command()

@@ -293,7 +293,7 @@ def run_document(*, session: Session, run_id: int) -> tuple[dict[str, Any], list
     if run is None:
         raise LookupError(f"run {run_id} not found")
     detail = RunDetail(
-        **run_public(run),
+        **run_public(run, full_error=True),  # read from the database: its admin
         config=run.config,
         result=result_dict(run),
         curves=queries.run_curves(session=session, run=run),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.spec import SweepSpec
 
@@ -116,3 +116,94 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     database: dict[str, Any]
+
+
+# --- identities (service/auth.py) ---------------------------------------------------------
+
+Role = Literal["viewer", "member", "admin"]
+# Names of team users: no spaces or control characters, so they read the same in a URL, a
+# shell and the audit log. (Legacy users keep the free text they came with.)
+USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$"
+
+
+class IdentityPublic(BaseModel):
+    """Who the request came from (`GET /api/v1/me`)."""
+
+    auth: bool  # are keys required on this service
+    user: str  # "single-user" in single-user mode
+    role: Role
+    via: Literal["key", "session", "single-user"]
+    key_prefix: str | None
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=USER_NAME)
+    role: Role = "member"
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    disabled: bool | None = None  # a disabled user's keys and sessions stop working
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    role: Role
+    origin: str  # team | legacy (from a free-text owner)
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+
+
+class UsersPublic(BaseModel):
+    data: list[UserPublic]
+    count: int
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=200, description="whose key it is")
+    name: str = Field("", max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="a label")
+
+
+class KeyPublic(BaseModel):
+    prefix: str  # pb_ and 8 characters: shown in lists, never the secret
+    user: str
+    role: Role
+    name: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None  # to the minute
+    revoked_at: dt.datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str  # the secret, shown this once: it is stored only as a hash
+
+
+class KeysPublic(BaseModel):
+    data: list[KeyPublic]
+    count: int
+
+
+class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: dt.datetime
+    actor: str
+    key_prefix: str | None
+    action: str
+    target: str
+    detail: dict[str, Any] | None
+
+
+class AuditEventsPublic(BaseModel):
+    data: list[AuditEventPublic]
+    count: int

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.auth import MIN_KEY_LENGTH
 from db.session import normalize_url
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PLATEAU_", extra="ignore")
+    # hide_input_in_errors: a validation error must not print a secret it refused.
+    model_config = SettingsConfigDict(
+        env_prefix="PLATEAU_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         "sqlite:///plateau.db",
@@ -35,6 +40,23 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(True, description="migrate the schema at start, else refuse")
     dispatch: bool = Field(True, description="run the dispatcher inside `plateau serve`")
 
+    # Identities: service/auth.py and the README's "Single-user and team modes".
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="API keys required: on; off (loopback only); auto: on when bound to a "
+        "non-loopback address or once a team user or a key exists",
+    )
+    host: str = Field("127.0.0.1", description="the address the API binds (`serve --host`)")
+    admin_key: SecretStr | None = Field(
+        None, description="the first admin's API key (a deployment secret), created at start"
+    )
+    admin_key_file: Path | None = Field(None, description="a file holding admin_key instead")
+    admin_user: str = Field("admin", min_length=1, max_length=200, description="its user")
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="page sign-in lifetime")
+    cookie_secure: bool | None = Field(
+        None, description="Secure session cookie; unset: when the request came over https"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _absolute_sqlite(cls, url: str) -> str:
@@ -44,6 +66,28 @@ class Settings(BaseSettings):
         if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
             return prefix + str(Path(url[len(prefix) :]).resolve())
         return url
+
+    @model_validator(mode="after")
+    def _admin_key(self) -> Self:
+        """Read PLATEAU_ADMIN_KEY_FILE and refuse a short or placeholder key, at start."""
+        if self.admin_key is not None and self.admin_key_file is not None:
+            raise ValueError("set PLATEAU_ADMIN_KEY or PLATEAU_ADMIN_KEY_FILE, not both")
+        if self.admin_key_file is not None:
+            try:
+                text = self.admin_key_file.read_text().strip()
+            except OSError as e:
+                raise ValueError(f"PLATEAU_ADMIN_KEY_FILE: cannot read it ({e})") from e
+            self.admin_key = SecretStr(text)
+        if self.admin_key is not None:
+            key = self.admin_key.get_secret_value()
+            where = "PLATEAU_ADMIN_KEY_FILE" if self.admin_key_file else "PLATEAU_ADMIN_KEY"
+            if len(key) < MIN_KEY_LENGTH or "REPLACE_ME" in key:
+                raise ValueError(
+                    f"{where} must hold a random secret of at least {MIN_KEY_LENGTH} "
+                    "characters, e.g. the output of `plateau keys generate` or "
+                    "`openssl rand -hex 32` (got a placeholder or a shorter value)"
+                )
+        return self
 
 
 @cache

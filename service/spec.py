@@ -57,7 +57,13 @@ class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    owner: str = Field("anonymous", min_length=1, max_length=200)
+    owner: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="deprecated: the owner is the API key's user (a spec may repeat that "
+        "name, nothing else); in single-user mode a free-text name, default 'anonymous'",
+    )
     task: TaskConfig
     architectures: list[ArchConfig] = Field(min_length=1)
     optimizers: list[OptimizerConfig] = Field(min_length=1)

@@ -29,10 +29,11 @@ import optuna
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from db import queue
-from db.models import Run, RunResult, Study, utcnow
+from db import audit, queue
+from db.models import Run, RunResult, Study, User, utcnow
 from db.optuna_storage import optuna_storage
 from db.session import get_engine, session_scope
+from service.auth import Identity
 from service.settings import Settings
 from service.study_spec import StudySpec, objective_values
 from service.sweeps import queue_rows, software_versions
@@ -123,12 +124,17 @@ def load(spec: StudySpec, row: Study, url: str, n_asked: int = 0) -> optuna.Stud
     )
 
 
-def create_study(*, session: Session, spec: StudySpec, settings: Settings) -> Study:
+def create_study(
+    *, session: Session, spec: StudySpec, settings: Settings, owner: User | str | None = None
+) -> Study:
     """The Optuna study, then the study row and its sweep (which collects the trial runs).
+    `owner` as for service.sweeps.submit_sweep: the key's user, or a legacy user's name.
 
     Optuna writes through its own connection, so it goes first, before `session` takes
     SQLite's write lock; if our rows then fail, the Optuna study is deleted again.
     """
+    owner = owner if owner is not None else spec.owner or "anonymous"
+    document = spec.model_dump(mode="json")
     slug = re.sub(r"[^a-z0-9]+", "-", spec.name.lower()).strip("-")[:60]
     name = f"plateau-{uuid.uuid4().hex[:8]}-{slug}"
     storage = optuna_storage(settings.database_url)
@@ -141,18 +147,18 @@ def create_study(*, session: Session, spec: StudySpec, settings: Settings) -> St
         sweep = queue.enqueue_sweep(
             session=session,
             name=f"study: {spec.name}",
-            owner=spec.owner,
-            spec=spec.model_dump(mode="json"),
+            owner=owner,
+            spec=document,
             runs=[],
             source="study",
             software=software_versions(),
         )
         row = Study(
             name=spec.name,
-            owner=spec.owner,
+            owner_user=sweep.owner_user,
             optuna_study_name=name,
             sweep_id=sweep.id,
-            spec=spec.model_dump(mode="json"),
+            spec=document,
         )
         session.add(row)
         session.flush()
@@ -282,10 +288,19 @@ def _tell(
         study.tell(trial.number, values if len(values) > 1 else values[0])
 
 
-def cancel(*, session: Session, study: Study) -> None:
+def cancel(*, session: Session, study: Study, identity: Identity) -> None:
+    """Cancel the study and its trial runs; who asked goes to the audit log."""
     study.state = "cancelled"
     study.finished_at = utcnow()
-    queue.cancel_sweep(session=session, sweep_id=study.sweep_id)
+    n = queue.cancel_sweep(session=session, sweep_id=study.sweep_id)
+    audit.record(
+        session=session,
+        actor=identity.actor,
+        action="study.cancel",
+        target=f"study:{study.id}",
+        detail={"runs_cancelled": n, "owner": study.owner},
+        key_prefix=identity.key_prefix,
+    )
 
 
 def trial_context(url: str, study_id: int) -> dict[str, Any] | None:
@@ -394,7 +409,7 @@ def confirm(*, settings: Settings, study_id: int) -> tuple[dict[str, Any], int]:
         sweep = queue.enqueue_sweep(
             session=session,
             name=f"confirm: {spec.name}",
-            owner=spec.owner,
+            owner=row.owner_user,
             spec={
                 "study_id": study_id,
                 "best_trial": best["number"],

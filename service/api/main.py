@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from db.errors import DBError, SchemaNotCurrent
 from db.migrate import ensure_current
-from service.api.routes import health, leaderboard, runs, studies, sweeps
+from service import auth
+from service.api.auth import SignInRequired, api_identity, page_identity
+from service.api.routes import audit, health, keys, leaderboard, runs, studies, sweeps, users
 from service.settings import Settings, get_settings
 from service.web import routes as web
+from service.web import signin
 
 API_PREFIX = "/api/v1"
 
@@ -25,6 +28,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_current(settings.database_url, migrate=settings.auto_migrate)
+        auth.prepare(settings)  # refuses to start without a usable key off loopback
         stop = None
         if dispatch:
             from service.dispatcher import start_in_thread
@@ -39,13 +43,24 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
         title="plateau-bench", version="0.1.0", lifespan=lifespan, openapi_url="/openapi.json"
     )
     app.state.settings = settings
+    # With auth on, everything but health and readiness needs a key (viewers included).
+    readers = [Depends(api_identity)]
     app.include_router(health.router, prefix=API_PREFIX)
-    app.include_router(sweeps.router, prefix=API_PREFIX)
-    app.include_router(runs.router, prefix=API_PREFIX)
-    app.include_router(studies.router, prefix=API_PREFIX)
-    app.include_router(leaderboard.router, prefix=API_PREFIX)
-    app.include_router(web.router)  # pages, at the root
+    app.include_router(sweeps.router, prefix=API_PREFIX, dependencies=readers)
+    app.include_router(runs.router, prefix=API_PREFIX, dependencies=readers)
+    app.include_router(studies.router, prefix=API_PREFIX, dependencies=readers)
+    app.include_router(leaderboard.router, prefix=API_PREFIX, dependencies=readers)
+    app.include_router(users.router, prefix=API_PREFIX)
+    app.include_router(keys.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
+    app.include_router(signin.router)  # the sign-in page needs no session
+    app.include_router(web.router, dependencies=[Depends(page_identity)])  # pages, at the root
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, exc: SignInRequired) -> RedirectResponse:
+        target = request.url_for("signin_form").include_query_params(next=exc.next_url)
+        return RedirectResponse(str(target), status_code=303)
 
     @app.exception_handler(DBError)
     async def _db_error(request: Request, exc: DBError) -> JSONResponse:

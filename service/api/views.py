@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from db.models import TERMINAL_STATUSES, Run, Sweep
+from db.models import TERMINAL_STATUSES, ApiKey, Run, Sweep
 from db.queries import sweep_status
 from service.schemas import Diagnosis, RunPublic, SweepDetail, SweepPublic
 
@@ -50,7 +50,16 @@ def run_summary(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_public(run: Run) -> dict[str, Any]:
+def public_error(error: str | None, *, full: bool) -> str | None:
+    """A failed run's stored error: all of it (the worker's traceback) for admins, its first
+    line, `ExceptionType: message`, for everyone else (tracebacks name server paths)."""
+    if error is None or full:
+        return error
+    return error.splitlines()[0] if error.strip() else error
+
+
+def run_public(run: Run, *, full_error: bool = False) -> dict[str, Any]:
+    """The API's fields of a run; `full_error` for admins (see public_error)."""
     result = run.result
     fields: dict[str, Any] = dict(
         id=run.id,
@@ -63,7 +72,7 @@ def run_public(run: Run) -> dict[str, Any]:
         queued_at=run.queued_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
-        error=run.error,
+        error=public_error(run.error, full=full_error),
         summary=run_summary(run.config),
     )
     if result is not None:
@@ -78,8 +87,21 @@ def run_public(run: Run) -> dict[str, Any]:
     return fields
 
 
-def run_list_item(run: Run) -> RunPublic:
-    return RunPublic(**run_public(run))
+def run_list_item(run: Run, *, full_error: bool = False) -> RunPublic:
+    return RunPublic(**run_public(run, full_error=full_error))
+
+
+def key_public(key: ApiKey) -> dict[str, Any]:
+    """The fields of KeyPublic (never the secret: only its digest is stored)."""
+    return dict(
+        prefix=key.prefix,
+        user=key.user.name,
+        role=key.user.role,
+        name=key.name,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+        revoked_at=key.revoked_at,
+    )
 
 
 def result_dict(run: Run) -> dict[str, Any] | None:

@@ -6,28 +6,78 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from db import auth as db_auth
 from db import queries
 from db.leaderboard import METRICS, devices_of_sweep
 from db.models import Study
+from service import studies
+from service.api.auth import (
+    CSRF_COOKIE,
+    FormFields,
+    PageIdentity,
+    cookie_secure,
+    csrf_ok,
+)
 from service.api.deps import RunDep, SessionDep, SweepDep
 from service.api.views import run_list_item, sweep_public
 from service.reports import METRIC_HELP, LeaderboardQuery, leaderboard_page, steps_text
+from service.sweeps import cancel_sweep
 from workers.config import ARCH_INPUT_KINDS, TASK_INPUT_KIND
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def _identity(request: Request) -> dict[str, Any]:
+    """What base.html shows of who is signed in, and the CSRF token its forms carry."""
+    return {
+        "identity": getattr(request.state, "identity", None),
+        "csrf_token": getattr(request.state, "csrf", ""),
+    }
+
+
+templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_identity])
 templates.env.filters["num"] = lambda v, spec=".4g": "—" if v is None else format(v, spec)
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
 
 router = APIRouter(include_in_schema=False)
+CSRF_MISMATCH = (
+    "this form's security token is missing or out of date, so nothing was changed; "
+    "reload the page and try again"
+)
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    """A page, with the double-submit CSRF cookie when this browser had none yet. No page
+    may be framed by another site (its buttons could be clicked through a decoy)."""
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    token = getattr(request.state, "new_csrf_cookie", None)
+    if token:
+        settings = request.app.state.settings
+        response.set_cookie(
+            CSRF_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=cookie_secure(request, settings),
+        )
+    return response
+
+
+def refused(request: Request, status_code: int, message: str) -> HTMLResponse:
+    return render(request, "error.html", {"status": status_code, "message": message}, status_code)
+
 
 # Columns of the leaderboard table: (label, metric it sorts by, or None).
 COLUMNS = (
@@ -56,13 +106,14 @@ def leaderboard_view(request: Request, session: SessionDep) -> HTMLResponse:
         "architectures": sorted(ARCH_INPUT_KINDS),
         "steps_text": steps_text,
         "form": params,
+        "owners": db_auth.owner_names(session=session),
     }
     try:
         query = LeaderboardQuery.model_validate(params)
     except ValidationError as e:
         problems = [f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in e.errors()]
         context.update(query=None, page=None, errors=problems)
-        return templates.TemplateResponse(request, "leaderboard.html", context, status_code=422)
+        return render(request, "leaderboard.html", context, status_code=422)
     page = leaderboard_page(session=session, query=query)
     direction = query.order or METRICS[query.metric]
     sorts: dict[str, tuple[str, str]] = {}
@@ -74,7 +125,7 @@ def leaderboard_view(request: Request, session: SessionDep) -> HTMLResponse:
         elif metric is not None:
             sorts[metric] = (_self(request, query, metric=metric, order=None), "")
     context.update(query=query, page=page, errors=[], sorts=sorts, direction=direction)
-    return templates.TemplateResponse(request, "leaderboard.html", context)
+    return render(request, "leaderboard.html", context)
 
 
 def _self(request: Request, query: LeaderboardQuery, **changes: Any) -> str:
@@ -83,22 +134,54 @@ def _self(request: Request, query: LeaderboardQuery, **changes: Any) -> str:
 
 
 @router.get("/sweeps/{sweep_id}", response_class=HTMLResponse)
-def sweep_view(request: Request, sweep: SweepDep, session: SessionDep) -> HTMLResponse:
+def sweep_view(
+    request: Request, sweep: SweepDep, session: SessionDep, identity: PageIdentity
+) -> HTMLResponse:
     counts = queries.run_counts(session=session, sweep_ids=[sweep.id])[sweep.id]
     runs, _ = queries.list_runs(session=session, sweep_id=sweep.id, offset=0, limit=sweep.n_runs)
+    view = sweep_public(sweep, counts, detail=True)
+    full = identity.has("admin")
     context = {
-        "sweep": sweep_public(sweep, counts, detail=True),
-        "runs": [run_list_item(r) for r in runs],
+        "sweep": view,
+        "runs": [run_list_item(r, full_error=full) for r in runs],
         "devices": devices_of_sweep(session=session, sweep_id=sweep.id),
+        "can_cancel": identity.may_change(sweep.owner_id)
+        and view.status not in ("finished", "cancelled"),
     }
-    return templates.TemplateResponse(request, "sweep.html", context)
+    return render(request, "sweep.html", context)
+
+
+@router.post("/sweeps/{sweep_id}/cancel", response_class=HTMLResponse)
+def cancel_sweep_form(
+    request: Request,
+    sweep: SweepDep,
+    session: SessionDep,
+    identity: PageIdentity,
+    form: FormFields,
+) -> Response:
+    """The sweep page's cancel button: a form with the page's CSRF token. A post without a
+    matching token (e.g. from another site) changes nothing."""
+    if not csrf_ok(request, identity, form.get("csrf_token")):
+        return refused(request, 403, CSRF_MISMATCH)
+    if not identity.may_change(sweep.owner_id):
+        return refused(
+            request,
+            403,
+            f"sweep {sweep.id} belongs to {sweep.owner}; only its owner or an admin may "
+            f"cancel it (you are {identity.name}, {identity.role})",
+        )
+    cancel_sweep(session=session, sweep=sweep, identity=identity)
+    session.commit()  # acknowledged means committed
+    return RedirectResponse(str(request.url_for("sweep_view", sweep_id=sweep.id)), 303)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_view(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse:
+def run_view(
+    request: Request, run: RunDep, session: SessionDep, identity: PageIdentity
+) -> HTMLResponse:
     sweep = queries.get_sweep(session=session, sweep_id=run.sweep_id)
     context = {
-        "run": run_list_item(run),
+        "run": run_list_item(run, full_error=identity.has("admin")),
         "config": run.config,
         "result": run.result,
         "sweep": sweep,
@@ -107,7 +190,7 @@ def run_view(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse
         "activation_stats": queries.activation_stats(session=session, run=run),
         "probes": queries.list_probes(session=session, run=run),
     }
-    return templates.TemplateResponse(request, "run.html", context)
+    return render(request, "run.html", context)
 
 
 @router.get("/compare", response_class=HTMLResponse)
@@ -127,12 +210,44 @@ def compare_view(
     if missing:
         raise HTTPException(404, f"run(s) not found: {', '.join(map(str, missing))}")
     items = [run_list_item(r) for r in found if r is not None]
-    return templates.TemplateResponse(request, "compare.html", {"runs": items})
+    return render(request, "compare.html", {"runs": items})
 
 
-@router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_view(request: Request, study_id: int, session: SessionDep) -> HTMLResponse:
+def get_study(study_id: int, session: SessionDep) -> Study:
     study = session.get(Study, study_id)
     if study is None:
         raise HTTPException(404, f"study {study_id} not found")
-    return templates.TemplateResponse(request, "study.html", {"study": study})
+    return study
+
+
+StudyDep = Annotated[Study, Depends(get_study)]
+
+
+@router.get("/studies/{study_id}", response_class=HTMLResponse)
+def study_view(request: Request, study: StudyDep, identity: PageIdentity) -> HTMLResponse:
+    can_cancel = identity.may_change(study.owner_id) and study.state == "running"
+    return render(request, "study.html", {"study": study, "can_cancel": can_cancel})
+
+
+@router.post("/studies/{study_id}/cancel", response_class=HTMLResponse)
+def cancel_study_form(
+    request: Request,
+    study: StudyDep,
+    session: SessionDep,
+    identity: PageIdentity,
+    form: FormFields,
+) -> Response:
+    """The study page's cancel button (as the sweep page's)."""
+    if not csrf_ok(request, identity, form.get("csrf_token")):
+        return refused(request, 403, CSRF_MISMATCH)
+    if not identity.may_change(study.owner_id):
+        return refused(
+            request,
+            403,
+            f"study {study.id} belongs to {study.owner}; only its owner or an admin may "
+            f"cancel it (you are {identity.name}, {identity.role})",
+        )
+    if study.state == "running":
+        studies.cancel(session=session, study=study, identity=identity)
+        session.commit()
+    return RedirectResponse(str(request.url_for("study_view", study_id=study.id)), 303)

@@ -3,7 +3,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -12,8 +11,8 @@ from db.errors import SchemaNotCurrent
 from db.leaderboard import Filters, leaderboard, rebuild_rollups
 from db.migrate import (
     VERSION_TABLE,
-    alembic_config,
     current_revision,
+    downgrade,
     ensure_current,
     head_revision,
     upgrade,
@@ -431,10 +430,9 @@ def test_config_key_v2_rebuilds_the_leaderboard_sums_for_the_new_keys(old_db):
 def test_config_key_v2_downgrades_to_the_old_keys_and_sums(old_db):
     before, old_sums = keys(old_db), sums(old_db)
     upgrade(old_db)
-    cfg = alembic_config(old_db)
-    with get_engine(old_db).begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.downgrade(cfg, PREVIOUS_HEAD)
+    # through db.migrate: on SQLite with foreign keys on, rebuilding `sweep` (2026-12-02's
+    # downgrade) would cascade to every run
+    downgrade(old_db, PREVIOUS_HEAD)
 
     after = keys(old_db)
     # Run 9 was enqueued with today's key: it gets the old rule's, like every other run.

@@ -35,7 +35,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 K8S_VERSION = "1.33.0"
 NAMESPACE = "plateau"
 RAY_PORTS = {6379, 8265, 10001}  # GCS, dashboard/Jobs, client: never published
-SECRETS = ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN")
+SECRETS = ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN", "PLATEAU_ADMIN_KEY")
 API_PORT = 8000
 HEALTH = "/api/v1/health"  # liveness: 200 while the process answers
 READY = "/api/v1/ready"  # readiness: 503 while the database is unreachable
@@ -299,7 +299,7 @@ def test_secrets_come_only_from_required_variables() -> None:
     # No literal credential anywhere: every password/token value is a required variable.
     for name, svc in services().items():
         for key, value in env_of(svc).items():
-            if re.search(r"PASSWORD|TOKEN|SECRET", key):
+            if re.search(r"PASSWORD|TOKEN|SECRET|KEY", key):
                 assert any(required_var(value, s) for s in SECRETS), f"{name}.{key}={value!r}"
 
 
@@ -376,7 +376,11 @@ def test_compose_config_is_valid_and_refuses_missing_secrets(argv: list[str]) ->
     if problem:
         pytest.skip(problem)
     base = {k: v for k, v in os.environ.items() if k not in SECRETS}
-    env = base | {"POSTGRES_PASSWORD": "pw0123abcd", "RAY_AUTH_TOKEN": "tok0123abcd"}
+    env = base | {
+        "POSTGRES_PASSWORD": "pw0123abcd",
+        "RAY_AUTH_TOKEN": "tok0123abcd",
+        "PLATEAU_ADMIN_KEY": "k" * 32,
+    }
     cmd = [*argv, "-f", str(COMPOSE), "--project-directory", str(ROOT)]
     for extra in ([], ["--profile", "gpu"]):
         ok = subprocess.run(
@@ -486,7 +490,9 @@ def test_every_manifest_is_namespaced_and_applied_except_the_secret_template() -
 def test_secret_template_holds_only_marked_placeholders() -> None:
     (secret,) = objects("Secret")
     values = {**secret.get("stringData", {}), **secret.get("data", {})}
-    assert set(values) == {"DATABASE_URL", "RAY_AUTH_TOKEN"}
+    assert set(values) == {
+        "DATABASE_URL", "RAY_AUTH_TOKEN", "PLATEAU_ADMIN_KEY", "PLATEAU_NIGHTLY_KEY"
+    }  # fmt: skip
     for key, value in values.items():
         assert "REPLACE_ME" in value, f"{key} is not a marked placeholder"
     # Every secret reference in the manifests points at a key the template defines.
@@ -504,6 +510,12 @@ def test_secret_template_holds_only_marked_placeholders() -> None:
 
     for _, d in docs():
         walk(d)
+        for kind in ("Deployment", "CronJob"):  # secret volumes: their items name keys too
+            if d["kind"] == kind:
+                for volume in pod_spec(d).get("volumes", []):
+                    if "secret" in volume:
+                        name = volume["secret"]["secretName"]
+                        refs |= {(name, item["key"]) for item in volume["secret"]["items"]}
     assert refs and refs <= {(secret["metadata"]["name"], k) for k in values}, refs
 
 
@@ -647,3 +659,80 @@ def test_network_policies_leave_only_the_api_reachable_from_outside() -> None:
     # Ray's code-executing ports stay shut to pods that are neither Ray nor its driver.
     for port in (8265, 10001):
         assert not allowed(api, head, port) and not allowed(cron, head, port)
+
+
+# --------------------------------------------------------------------------- identities
+
+
+def k8s_containers() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for kind in ("Deployment", "CronJob"):
+        for w in objects(kind):
+            spec = pod_spec(w)
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                out.append((f"{w['metadata']['name']}/{c['name']}", c))
+    for node_type, group in ray_groups():
+        for c in group["template"]["spec"]["containers"]:
+            out.append((f"ray-{node_type}/{c['name']}", c))
+    return out
+
+
+def test_the_api_gets_the_first_admin_key_from_a_secret_everywhere_it_binds_all_interfaces():
+    """Bound to 0.0.0.0, `plateau serve` requires API keys and refuses to start without a
+    usable one (service/auth.py), so every deployment gives the first admin's key as a
+    secret: a required variable in compose, a file from the Secret on Kubernetes."""
+    api = services()["api"]
+    assert "0.0.0.0" in command_of(api)
+    assert required_var(env_of(api).get("PLATEAU_ADMIN_KEY", ""), "PLATEAU_ADMIN_KEY")
+
+    spec = pod_spec(one("Deployment", "plateau-api"))
+    (c,) = spec["containers"]
+    assert "0.0.0.0" in c["command"]
+    env = env_with_configmaps(c)
+    assert "PLATEAU_ADMIN_KEY" not in env, "a file, not a variable more tools display"
+    path = env["PLATEAU_ADMIN_KEY_FILE"]
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount.get("readOnly") is True
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    secret = volume["secret"]
+    assert secret["secretName"] == "plateau-secrets"
+    items = {i["path"]: i["key"] for i in secret["items"]}
+    assert items[path[len(mount["mountPath"]) + 1 :]] == "PLATEAU_ADMIN_KEY"
+    # readable by the API's user and nobody else: group-readable with fsGroup = its group
+    context = spec["securityContext"]
+    mode = secret.get("defaultMode", 0o644)
+    assert mode & 0o004 == 0, "the key file must not be world-readable"
+    assert mode & 0o040 and context["fsGroup"] == context["runAsGroup"]
+
+
+def test_no_deployment_turns_auth_off_or_ships_a_key():
+    for name, svc in services().items():
+        env = env_of(svc)
+        assert env.get("PLATEAU_AUTH", "auto") != "off", name
+        for key in ("PLATEAU_ADMIN_KEY", "PLATEAU_API_KEY"):
+            if key in env:
+                assert required_var(env[key], key), f"{name}.{key} must be a required variable"
+    for name, c in k8s_containers():
+        env = env_with_configmaps(c)
+        assert env.get("PLATEAU_AUTH", "auto") != "off", name
+        for key in ("PLATEAU_ADMIN_KEY", "PLATEAU_API_KEY"):
+            if key in env:
+                assert secret_ref(env[key]) is not None, f"{name}: {key} must come from a Secret"
+    for word, rest in dockerfile_instructions():
+        if word in ("ENV", "ARG"):
+            assert "PLATEAU_ADMIN_KEY" not in rest and "PLATEAU_API_KEY" not in rest, rest
+            assert not re.search(r"PLATEAU_AUTH\W+off", rest), rest
+    # the image's default command binds 0.0.0.0; its comment says what it then needs
+    assert "PLATEAU_ADMIN_KEY" in DOCKERFILE.read_text().split("CMD [")[-2]
+
+
+def test_the_nightly_job_submits_with_a_members_key_and_claims_no_owner():
+    (cron,) = objects("CronJob")
+    (c,) = pod_spec(cron)["containers"]
+    env = container_env(c)
+    assert secret_ref(env["PLATEAU_API_KEY"]) == ("plateau-secrets", "PLATEAU_NIGHTLY_KEY")
+    spec = pod_spec(cron)
+    cm_name = spec["volumes"][0]["configMap"]["name"]
+    document = yaml.safe_load(one("ConfigMap", cm_name)["data"]["nightly.yaml"])
+    # with auth on the owner is the key's user; a spec naming another owner is refused
+    assert "owner" not in document

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from db import queries
+from service.api.auth import CurrentIdentity
 from service.api.deps import RunDep, SessionDep
 from service.api.views import result_dict, run_public
 from service.schemas import ProbePublic, ProbesPublic, RunDetail
@@ -11,9 +12,11 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.get("/{run_id}")
-def read_run(run: RunDep, session: SessionDep, request: Request) -> RunDetail:
+def read_run(
+    run: RunDep, session: SessionDep, request: Request, identity: CurrentIdentity
+) -> RunDetail:
     return RunDetail(
-        **run_public(run),
+        **run_public(run, full_error=identity.has("admin")),
         config=run.config,
         result=result_dict(run),
         curves=queries.run_curves(session=session, run=run),

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from db.models import Study
 from service import studies
+from service.api.auth import MemberIdentity, ensure_may_change, spec_owner
 from service.api.deps import SessionDep, SettingsDep
 from service.study_spec import StudySpec
 
@@ -25,9 +26,14 @@ StudyDep = Annotated[Study, Depends(get_study)]
 
 @router.post("", status_code=201)
 def create_study(
-    spec: StudySpec, session: SessionDep, settings: SettingsDep, request: Request
+    spec: StudySpec,
+    identity: MemberIdentity,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
 ) -> dict[str, Any]:
-    row = studies.create_study(session=session, spec=spec, settings=settings)
+    owner = spec_owner(identity, spec.owner)
+    row = studies.create_study(session=session, spec=spec, settings=settings, owner=owner)
     return {
         "id": row.id,
         "trials": spec.n_trials,
@@ -66,7 +72,9 @@ def read_study(row: StudyDep, session: SessionDep, settings: SettingsDep) -> dic
 
 
 @router.post("/{study_id}/cancel")
-def cancel_study(row: StudyDep, session: SessionDep) -> dict[str, Any]:
+def cancel_study(identity: MemberIdentity, row: StudyDep, session: SessionDep) -> dict[str, Any]:
+    """Cancel a running study: its owner or an admin (403 otherwise)."""
+    ensure_may_change(identity, row.owner_user, f"study {row.id}", "cancel")
     if row.state == "running":
-        studies.cancel(session=session, study=row)
+        studies.cancel(session=session, study=row, identity=identity)
     return {"id": row.id, "state": row.state}

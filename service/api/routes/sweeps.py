@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from db import queries, queue
+from db import queries
+from service import sweeps
+from service.api.auth import CurrentIdentity, MemberIdentity, ensure_may_change, spec_owner
 from service.api.deps import SessionDep, SettingsDep, SweepDep
 from service.api.views import run_list_item, sweep_public
 from service.schemas import (
@@ -20,10 +22,18 @@ router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 @router.post("", status_code=201)
 def create_sweep(
-    spec: SweepCreate, session: SessionDep, settings: SettingsDep, request: Request
+    spec: SweepCreate,
+    identity: MemberIdentity,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
 ) -> SweepCreated:
     sweep = submit_sweep(
-        session=session, spec=spec, source="api", max_attempts=settings.max_attempts
+        session=session,
+        spec=spec,
+        source="api",
+        max_attempts=settings.max_attempts,
+        owner=spec_owner(identity, spec.owner),
     )
     return SweepCreated(
         id=sweep.id, runs=sweep.n_runs, url=str(request.url_for("read_sweep", sweep_id=sweep.id))
@@ -51,6 +61,7 @@ def read_sweep(sweep: SweepDep, session: SessionDep) -> SweepDetail:
 def read_sweep_runs(
     sweep: SweepDep,
     session: SessionDep,
+    identity: CurrentIdentity,
     offset: int = Query(0, ge=0),
     limit: int = Query(100, ge=1, le=1000),
     status: str | None = None,
@@ -58,12 +69,15 @@ def read_sweep_runs(
     runs, count = queries.list_runs(
         session=session, sweep_id=sweep.id, offset=offset, limit=limit, status=status
     )
-    return RunsPublic(data=[run_list_item(r) for r in runs], count=count)
+    full = identity.has("admin")  # tracebacks for admins, the message for others
+    return RunsPublic(data=[run_list_item(r, full_error=full) for r in runs], count=count)
 
 
 @router.post("/{sweep_id}/cancel")
-def cancel_sweep(sweep: SweepDep, session: SessionDep) -> SweepPublic:
-    queue.cancel_sweep(session=session, sweep_id=sweep.id)
+def cancel_sweep(identity: MemberIdentity, sweep: SweepDep, session: SessionDep) -> SweepPublic:
+    """Cancel the sweep's queued and running runs: its owner or an admin (403 otherwise)."""
+    ensure_may_change(identity, sweep.owner_user, f"sweep {sweep.id}", "cancel")
+    sweeps.cancel_sweep(session=session, sweep=sweep, identity=identity)
     session.flush()
     session.refresh(sweep)
     counts = queries.run_counts(session=session, sweep_ids=[sweep.id])[sweep.id]
