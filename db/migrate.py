@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from db.errors import SchemaNotCurrent
-from db.session import get_engine, normalize_url
+from db.session import get_engine, masked_url, normalize_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Not Alembic's default name: Optuna's RDBStorage lives in the same database and migrates its
@@ -54,6 +54,6 @@ def ensure_current(url: str, *, migrate: bool) -> None:
         upgrade(url)
         return
     raise SchemaNotCurrent(
-        f"the database schema at {url} is not at revision {head_revision()}; "
+        f"the database schema at {masked_url(url)} is not at revision {head_revision()}; "
         "run `plateau db upgrade` (with the same DATABASE_URL) first"
     )

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from db.session import normalize_url
+from db.session import resolve_url
 
 
 class Settings(BaseSettings):
@@ -18,6 +17,7 @@ class Settings(BaseSettings):
         "sqlite:///plateau.db",
         validation_alias=AliasChoices("DATABASE_URL", "PLATEAU_DATABASE_URL"),
         description="SQLAlchemy URL; postgresql://... for a team, a SQLite file by default",
+        repr=False,  # it may carry a password: print db.session.masked_url(...) instead
     )
     ray_address: str | None = Field(
         None,
@@ -34,16 +34,20 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(0.5, gt=0, description="dispatcher loop period")
     auto_migrate: bool = Field(True, description="migrate the schema at start, else refuse")
     dispatch: bool = Field(True, description="run the dispatcher inside `plateau serve`")
+    retry_after_seconds: int = Field(
+        5, ge=1, description="Retry-After of a 503 while the database is unreachable"
+    )
+    backoff_max_seconds: float = Field(
+        30.0, gt=0, description="longest wait of a dispatcher between tries during an outage"
+    )
+    ray_timeout_seconds: float = Field(
+        5.0, gt=0, description="how long a question to the Ray cluster may take (health, capacity)"
+    )
 
     @field_validator("database_url")
     @classmethod
     def _absolute_sqlite(cls, url: str) -> str:
-        # Ray workers do not share the driver's working directory: make file paths absolute.
-        url = normalize_url(url)
-        prefix = "sqlite:///"
-        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-            return prefix + str(Path(url[len(prefix) :]).resolve())
-        return url
+        return resolve_url(url)
 
 
 @cache

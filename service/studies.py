@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from db import queue
 from db.models import Run, RunResult, Study, utcnow
 from db.optuna_storage import optuna_storage
-from db.session import get_engine, session_scope
+from db.session import get_engine, read_scope, session_scope
 from service.settings import Settings
 from service.study_spec import StudySpec, objective_values
 from service.sweeps import queue_rows, software_versions
@@ -124,10 +124,12 @@ def load(spec: StudySpec, row: Study, url: str, n_asked: int = 0) -> optuna.Stud
 
 
 def create_study(*, session: Session, spec: StudySpec, settings: Settings) -> Study:
-    """The Optuna study, then the study row and its sweep (which collects the trial runs).
+    """The Optuna study, then the study row and its sweep (which collects the trial runs),
+    committed before it returns.
 
     Optuna writes through its own connection, so it goes first, before `session` takes
-    SQLite's write lock; if our rows then fail, the Optuna study is deleted again.
+    SQLite's write lock; if our rows then fail to insert or to commit, the Optuna study is
+    deleted again, so a refused study leaves nothing behind.
     """
     slug = re.sub(r"[^a-z0-9]+", "-", spec.name.lower()).strip("-")[:60]
     name = f"plateau-{uuid.uuid4().hex[:8]}-{slug}"
@@ -155,8 +157,9 @@ def create_study(*, session: Session, spec: StudySpec, settings: Settings) -> St
             spec=spec.model_dump(mode="json"),
         )
         session.add(row)
-        session.flush()
+        session.commit()
     except Exception:
+        session.rollback()
         optuna.delete_study(study_name=name, storage=storage)
         raise
     return row
@@ -182,7 +185,7 @@ def advancing(url: str, study_id: int) -> Iterator[bool]:
 
 
 def advance_all(settings: Settings) -> None:
-    with session_scope(settings.database_url) as session:
+    with read_scope(settings.database_url) as session:
         ids = session.scalars(select(Study.id).where(Study.state == "running")).all()
     for study_id in ids:
         with advancing(settings.database_url, study_id) as mine:
@@ -193,7 +196,7 @@ def advance_all(settings: Settings) -> None:
 def advance(settings: Settings, study_id: int) -> None:
     """Tell Optuna about finished trial runs, ask for new ones, close the study when done."""
     url = settings.database_url
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = session.get(Study, study_id)
         assert row is not None
         spec = StudySpec.model_validate(row.spec)
@@ -290,7 +293,7 @@ def cancel(*, session: Session, study: Study) -> None:
 
 def trial_context(url: str, study_id: int) -> dict[str, Any] | None:
     """What a worker needs to report intermediate values, or None when nothing prunes."""
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = session.get(Study, study_id)
         if row is None:
             return None
@@ -380,7 +383,7 @@ def confirm(*, settings: Settings, study_id: int) -> tuple[dict[str, Any], int]:
     """Queue the best trial's setting and the baseline on the spec's fresh `confirm_seeds`,
     as one sweep; returns (best params, sweep id). Multi-objective: the first Pareto trial."""
     url = settings.database_url
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = session.get(Study, study_id)
         assert row is not None
         spec = StudySpec.model_validate(row.spec)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from db.errors import DBError, SchemaNotCurrent
 from db.migrate import ensure_current
+from service.api.errors import install_error_handlers
 from service.api.routes import health, leaderboard, runs, studies, sweeps
 from service.settings import Settings, get_settings
 from service.web import routes as web
@@ -46,10 +45,5 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     app.include_router(leaderboard.router, prefix=API_PREFIX)
     app.include_router(web.router)  # pages, at the root
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
-
-    @app.exception_handler(DBError)
-    async def _db_error(request: Request, exc: DBError) -> JSONResponse:
-        code = 503 if isinstance(exc, SchemaNotCurrent) else 409
-        return JSONResponse({"detail": str(exc)}, status_code=code)
-
+    install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     return app
