@@ -17,7 +17,7 @@ import sys
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from service.settings import Settings
@@ -97,12 +97,11 @@ def _ask() -> ClusterState:
         ok=True, nodes=len(alive), cpus=cpus, free_cpus=float(free.get("CPU", 0)), gpus=gpus
     )
     if not any(n.get("NodeID") == mine for n in alive):
-        # A driver submits through its own node's raylet: without it nothing can start.
-        return ClusterState(
-            **{**asdict(state), "ok": False, "error": "this process's Ray node is dead"}
-        )
+        # A driver submits through its own node's raylet: without it nothing can start, and
+        # a driver cannot move to another node.
+        return replace(state, ok=False, lost=True, error="this process's Ray node is dead")
     if cpus <= 0:
-        return ClusterState(**{**asdict(state), "ok": False, "error": "no CPUs in the cluster"})
+        return replace(state, ok=False, error="no CPUs in the cluster")
     return state
 
 
