@@ -40,7 +40,10 @@ class ClusterState:
     lost: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
+        shown = {k: v for k, v in asdict(self).items() if v is not None}
+        if not self.lost:
+            del shown["lost"]
+        return shown
 
 
 def _keep_ray_on_loopback() -> None:

@@ -154,3 +154,22 @@ def test_a_dropped_database_mid_request_is_503_not_500(pg_migrated_url):
             r = c.request(method, path, json=body_of(path))
             assert r.status_code == 503, (method, path, r.status_code, r.text[:300])
         dispose_engines()
+
+
+def test_health_without_a_ray_driver_says_it_only_knows_the_port(monkeypatch, sqlite_url):
+    """An API replica is no Ray driver: it reports whether the GCS port answers, says that
+    this is all it knows, and reports a closed port as not ok."""
+    from service.api.routes import health
+
+    monkeypatch.setattr(health, "is_driver", lambda: False)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        settings = Settings(database_url=sqlite_url, ray_address=address)
+        ray = health._ray_status(settings)
+        assert ray["ok"] is True and ray["mode"] == "port" and "not a Ray driver" in ray["note"]
+    closed = Settings(database_url=sqlite_url, ray_address=f"127.0.0.1:{closed_port()}")
+    assert health._ray_status(closed)["ok"] is False
+    nothing = health._ray_status(Settings(database_url=sqlite_url))
+    assert nothing["ok"] is False and "no RAY_ADDRESS" in nothing["error"]
