@@ -68,14 +68,14 @@ def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
         if not ray.is_initialized():
             ray.init(address=settings.ray_address, log_to_driver=log_to_driver)
         return
+    if is_driver():
+        return
     # The workers this instance starts inherit the environment: that is how they learn the
     # database URL (a task argument would be recorded by Ray and readable by its clients).
     os.environ["PLATEAU_DATABASE_URL"] = settings.database_url
     _keep_ray_on_loopback()
     import ray
 
-    if ray.is_initialized():
-        return
     ray.init(
         num_cpus=settings.ray_num_cpus or os.cpu_count() or 1,
         include_dashboard=False,
