@@ -380,7 +380,13 @@ def dispatcher(
     """
     from db.errors import DBError
     from db.migrate import ensure_current
-    from service.dispatcher import Dispatcher, RayUnavailable, init_ray, retry_until_done
+    from service.dispatcher import (
+        Dispatcher,
+        RayUnavailable,
+        init_ray,
+        new_dispatcher_id,
+        retry_until_done,
+    )
 
     logging.basicConfig(level=logging.INFO)
     settings = get_settings()
@@ -392,18 +398,19 @@ def dispatcher(
         )
     except DBError as e:
         raise fail(str(e)) from e
-    worker = Dispatcher(settings, worker_id=dispatcher_id)
+    dispatcher_id = dispatcher_id or new_dispatcher_id()
+
+    def restart(e: RayUnavailable) -> None:
+        # A Ray driver cannot join a restarted cluster: start afresh, as the same dispatcher.
+        log.warning("Ray cluster lost (%s): restarting this dispatcher to join it again", e)
+        logging.shutdown()
+        argv = [sys.executable, "-m", "service.cli", "dispatcher", "--id", dispatcher_id]
+        os.execv(sys.executable, argv)
+
+    worker = Dispatcher(settings, worker_id=dispatcher_id, on_ray_lost=restart)
     # A restarted process keeps its id and gives back what it had reserved before.
     retry_until_done(worker.release, what="release of old reservations", settings=settings)
     retry_until_done(lambda: init_ray(settings), what="joining the Ray cluster", settings=settings)
-
-    def restart(e: RayUnavailable) -> None:
-        log.warning("Ray cluster lost (%s): restarting this dispatcher to join it again", e)
-        logging.shutdown()
-        argv = [sys.executable, "-m", "service.cli", "dispatcher", "--id", worker.worker_id]
-        os.execv(sys.executable, argv)
-
-    worker._on_ray_lost = restart
     worker.run()
 
 

@@ -42,7 +42,14 @@ from db.session import masked_url, session_scope
 from service.raycluster import cluster_state, init_ray
 from service.settings import Settings
 
-__all__ = ["Dispatcher", "RayUnavailable", "init_ray", "retry_until_done", "start_in_thread"]
+__all__ = [
+    "Dispatcher",
+    "RayUnavailable",
+    "init_ray",
+    "new_dispatcher_id",
+    "retry_until_done",
+    "start_in_thread",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,6 +74,11 @@ def backoff_seconds(failures: int, *, base: float, cap: float) -> float:
     half and all of min(cap, base * 2^(n-1))."""
     ceiling = min(cap, base * 2 ** max(0, failures - 1))
     return random.uniform(ceiling / 2, ceiling)
+
+
+def new_dispatcher_id() -> str:
+    """host:pid:random, the `lease_owner` of what this dispatcher reserves."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def retry_until_done(fn: Callable[[], T], *, what: str, settings: Settings) -> T:
@@ -107,7 +119,7 @@ class Dispatcher:
     ) -> None:
         self.settings = settings
         self.db_url = settings.database_url
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or new_dispatcher_id()
         self._capacity = capacity if capacity is not None else settings.capacity
         self.inflight: dict[Any, int] = {}  # Ray ObjectRef -> run id
         self._remote: Any = None

@@ -73,6 +73,8 @@ def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
     # The workers this instance starts inherit the environment: that is how they learn the
     # database URL (a task argument would be recorded by Ray and readable by its clients).
     os.environ["PLATEAU_DATABASE_URL"] = settings.database_url
+    for name in ("PLATEAU_DATABASE_URL_FILE", "DATABASE_URL_FILE"):  # it would win over it
+        os.environ.pop(name, None)
     _keep_ray_on_loopback()
     import ray
 
