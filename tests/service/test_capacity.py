@@ -78,13 +78,13 @@ def dispatcher_env(head: RayHead, url: str, lease: float) -> dict[str, str]:
 
 
 def test_two_dispatchers_on_one_cpu_burn_no_attempt(ray_head, pg_migrated_url, tmp_path):
-    """Default capacity (the cluster's one CPU) each, a 3 s lease, one attempt allowed:
+    """Default capacity (the cluster's one CPU) each, a 2 s lease, one attempt allowed:
     before, the run waiting in Ray's queue behind the other dispatcher's outlived its lease
     and failed with its attempts spent. Now it waits unclaimed and every run succeeds on
     its first attempt."""
     use_database(ray_head, pg_migrated_url)
-    enqueue(pg_migrated_url, runs=4, steps=5000, max_attempts=1)
-    env = dispatcher_env(ray_head, pg_migrated_url, lease=3)
+    enqueue(pg_migrated_url, runs=4, steps=6000, max_attempts=1)
+    env = dispatcher_env(ray_head, pg_migrated_url, lease=2)
     procs = [start(["dispatcher"], env, tmp_path / f"d{i}.log") for i in range(2)]
     try:
         wait_for(lambda: not {"queued", "running"} & set(statuses(pg_migrated_url)), 180, "4 runs")
@@ -102,7 +102,7 @@ def test_two_dispatchers_on_one_cpu_burn_no_attempt(ray_head, pg_migrated_url, t
     spans = sorted((r.started_at, r.finished_at) for r in done)
     print("run seconds:", [round((b - a).total_seconds(), 1) for a, b in spans])
     assert all(a2 >= b1 for (_, b1), (a2, _) in zip(spans, spans[1:], strict=False))
-    assert all((b - a).total_seconds() > 3 for a, b in spans)
+    assert all((b - a).total_seconds() > 2 for a, b in spans)
     assert "Traceback" not in logs, logs[-3000:]
 
 
