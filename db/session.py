@@ -45,8 +45,16 @@ def normalize_url(url: str) -> str:
 
 def resolve_url(url: str) -> str:
     """`normalize_url`, and a relative SQLite path made absolute: Ray workers do not share
-    the driver's working directory."""
+    the driver's working directory. A string that is no database URL is a ValueError that
+    does not repeat it (it may hold a password)."""
     url = normalize_url(url)
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL; expected e.g. postgresql://user:password@host:5432/db "
+            "or sqlite:///path/to/file.db"
+        ) from None
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
         return prefix + str(Path(url[len(prefix) :]).resolve())

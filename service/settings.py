@@ -11,7 +11,10 @@ from db.session import resolve_url
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PLATEAU_", extra="ignore")
+    # A rejected value is not echoed: DATABASE_URL holds a password.
+    model_config = SettingsConfigDict(
+        env_prefix="PLATEAU_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         "sqlite:///plateau.db",
@@ -47,7 +50,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _absolute_sqlite(cls, url: str) -> str:
-        return resolve_url(url)
+        return resolve_url(url)  # raises ValueError, without the URL, when it is none
 
 
 @cache

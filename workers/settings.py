@@ -28,7 +28,7 @@ class WorkerConfigError(WorkerError):
 
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore", hide_input_in_errors=True)
 
     database_url_file: Path | None = Field(
         None, validation_alias=AliasChoices("PLATEAU_DATABASE_URL_FILE", "DATABASE_URL_FILE")
@@ -40,6 +40,12 @@ class WorkerSettings(BaseSettings):
     )
 
     def resolved_database_url(self) -> str:
+        try:
+            return self._resolved()
+        except ValueError as e:  # resolve_url's, which does not repeat the URL
+            raise WorkerConfigError(f"the worker's database URL: {e}") from None
+
+    def _resolved(self) -> str:
         if self.database_url_file is not None:
             try:
                 url = self.database_url_file.read_text().strip()

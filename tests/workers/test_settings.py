@@ -64,3 +64,17 @@ def test_a_worker_of_another_database_refuses_and_names_both_masked(monkeypatch)
         worker_database_url(expected="postgresql+psycopg://plateau:***@db:5432/plateau")
     assert "elsewhere" in str(info.value) and "pw" not in str(info.value)
     assert worker_database_url(expected="postgresql+psycopg://plateau:***@elsewhere:5432/plateau")
+
+
+def test_a_malformed_url_is_refused_without_repeating_it(monkeypatch):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.setenv("PLATEAU_DATABASE_URL", "postgresql//plateau:s3cret@db")  # no colon
+    with pytest.raises(WorkerConfigError) as worker:
+        worker_database_url()
+    with pytest.raises(ValidationError) as service:
+        Settings(database_url="postgresql//plateau:s3cret@db")
+    for error in (worker.value, service.value):
+        assert "not a database URL" in str(error) and "s3cret" not in str(error)
