@@ -90,6 +90,8 @@ def refusing_url(pg_migrated_url: str) -> str:
 
 
 def serve(url: str) -> LiveServer:
+    # Per-client submission limits, once the service has them, must be raised here for the
+    # race below (200 submissions in seconds from one client address).
     return LiveServer(create_app(Settings(database_url=url), dispatch=False))
 
 
