@@ -119,18 +119,16 @@ def _answer(future: Future[ClusterState]) -> None:
 
 def cluster_state(timeout: float) -> ClusterState:
     """The cluster's state within `timeout` seconds, or not ok with the reason. Needs this
-    process to be a Ray driver (init_ray)."""
+    process to be a Ray driver (init_ray). Callers at the same time share one question; a
+    question still hanging from before is waited for, not asked again."""
     global _pending
     with _lock:
-        if _pending is not None and not _pending.done():
-            return ClusterState(
-                ok=False, lost=True, error="Ray has not answered an earlier question"
-            )
-        future: Future[ClusterState] = Future()
-        _pending = future
-    # A daemon thread, not an executor's: a call hanging on a dead GCS must not hold up the
-    # process's exit.
-    threading.Thread(target=_answer, args=(future,), daemon=True, name="ray-state").start()
+        future = _pending
+        if future is None or future.done():
+            future = _pending = Future()
+            # A daemon thread, not an executor's: a call hanging on a dead GCS must not
+            # hold up the process's exit.
+            threading.Thread(target=_answer, args=(future,), daemon=True, name="ray-state").start()
     try:
         return future.result(timeout=timeout)
     except FutureTimeout:

@@ -203,3 +203,46 @@ def test_task_arguments_name_the_database_without_its_password(sqlite_url):
     d._submit(queue.Reservation(run_id=7, config={"device": "cpu"}), gpus=0)
     assert recorded == [(7, "d1", 60.0, "postgresql+psycopg://plateau:***@db:5432/plateau", None)]
     assert "distinctive-pw" not in repr(recorded) and "distinctive-pw" not in repr(d.settings)
+
+
+def test_a_question_to_ray_is_answered_within_its_timeout_and_shared(monkeypatch):
+    """A hanging GCS call answers "unavailable" at the timeout; callers meanwhile wait on the
+    same question instead of piling up threads; a failing call says why."""
+    import threading
+    import time
+
+    from service import raycluster
+
+    asked: list[float] = []
+    release = threading.Event()
+
+    def slow() -> ClusterState:
+        asked.append(time.monotonic())
+        release.wait(5)
+        return ClusterState(ok=True, nodes=1, cpus=2, free_cpus=2)
+
+    monkeypatch.setattr(raycluster, "_ask", slow)
+    monkeypatch.setattr(raycluster, "_pending", None)
+    hung = raycluster.cluster_state(0.1)
+    assert (hung.ok, hung.lost, hung.error) == (False, True, "Ray did not answer within 0.1 s")
+    assert raycluster.cluster_state(0.1).ok is False and len(asked) == 1  # shared, not re-asked
+    release.set()
+    raycluster._pending.result(timeout=5)  # the hanging question got its answer at last
+    assert raycluster.cluster_state(2).ok is True and len(asked) == 2  # a fresh question
+
+    def refused() -> ClusterState:
+        raise ConnectionError("GCS refused")
+
+    monkeypatch.setattr(raycluster, "_ask", refused)
+    state = raycluster.cluster_state(1)
+    assert not state.ok and state.lost and state.error == "ConnectionError: GCS refused"
+    assert state.as_dict() == {
+        "ok": False,
+        "nodes": 0,
+        "cpus": 0.0,
+        "free_cpus": 0.0,
+        "gpus": 0.0,
+        "error": "ConnectionError: GCS refused",
+        "lost": True,
+    }
+    assert "lost" not in ClusterState(ok=True).as_dict()
