@@ -12,6 +12,7 @@ skip locally; with PLATEAU_REQUIRE_POSTGRES=1 (set by .ci/run) they fail instead
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -55,6 +56,12 @@ def require_postgres() -> None:
 # file, workers/settings.py), never from a task's arguments; each test's database fixture
 # writes its URL here.
 WORKER_URL_FILE = Path(tempfile.gettempdir()) / f"plateau-test-{os.getpid()}" / "database-url"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_worker_url_file() -> Iterator[None]:
+    yield
+    shutil.rmtree(WORKER_URL_FILE.parent, ignore_errors=True)
 
 
 def point_workers_at(url: str) -> None:
