@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from db.errors import DBError, SchemaNotCurrent
-from db.session import get_engine, normalize_url
+from db.session import get_engine, masked_url, normalize_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Not Alembic's default name: Optuna's RDBStorage lives in the same database and migrates its
@@ -99,6 +99,6 @@ def ensure_current(url: str, *, migrate: bool) -> None:
         upgrade(url)
         return
     raise SchemaNotCurrent(
-        f"the database schema at {url} is not at revision {head_revision()}; "
+        f"the database schema at {masked_url(url)} is not at revision {head_revision()}; "
         "run `plateau db upgrade` (with the same DATABASE_URL) first"
     )

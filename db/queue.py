@@ -1,6 +1,21 @@
-"""The run queue: enqueue, claim with a lease, renew, complete (fenced), reap, cancel.
+"""The run queue: enqueue, reserve, start with a lease, renew, complete (fenced), reap, cancel.
 
-Fencing: a claim increments `run.attempts`, and the new value is the attempt's token. Every
+A run's way through the queue, and who moves it:
+
+- queued: the API (or CLI) enqueued it.
+- queued + reserved: a dispatcher reserved it (`reserve_runs`: `lease_owner` = the
+  dispatcher, `lease_expires_at` = the reservation's end, renewed every tick) and handed it
+  to Ray. A reservation costs no attempt: the run may wait in Ray's queue, or Ray may be
+  down, and nothing is spent. An expired reservation (its dispatcher died) is free again.
+- running: the Ray task itself, once it executes on a worker, starts the attempt
+  (`start_run`: `attempts + 1`, a lease of its own, kept alive by the worker's heartbeat).
+  So a lease covers a run that a worker has really started, and only then is an attempt
+  spent. `claim_runs` does both steps at once, for callers that execute right away.
+- succeeded | diverged | failed: the attempt recorded its outcome (`complete_run`); or
+  cancelled (`cancel_sweep`). A lease that expires sends the run back to queued (`reap_expired`)
+  until its attempts are used up.
+
+Fencing: starting increments `run.attempts`, and the new value is the attempt's token. Every
 write a worker makes names (run_id, attempt) and is accepted only while the run is still
 `running` under that attempt. A reaped or cancelled attempt therefore cannot write a result,
 so each run has exactly one recorded result however many times it executed.
@@ -18,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, delete, insert, select, update
+from sqlalchemy import CursorResult, Result, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.auth import legacy_user
@@ -131,22 +146,141 @@ def enqueue_trial_run(
     return run.id
 
 
-def claim_runs(
-    *, session: Session, worker_id: str, limit: int, lease_seconds: float
-) -> list[Claim]:
-    """Move up to `limit` queued runs (oldest first) to running under a fresh lease."""
-    if limit <= 0:
-        return []
-    now = utcnow()
-    expires = now + dt.timedelta(seconds=lease_seconds)
-    picked = (
+@dataclass(frozen=True)
+class Reservation:
+    """A queued run a dispatcher reserved and hands to Ray. Pickles without an engine."""
+
+    run_id: int
+    config: dict[str, Any]
+    study_id: int | None = None
+    trial_number: int | None = None
+
+
+def _free_queued(limit: int, now: dt.datetime) -> Any:
+    """The oldest `limit` queued runs nobody holds a live reservation of, locked (SKIP
+    LOCKED on Postgres, inside the CTE that carries the LIMIT)."""
+    return (
         select(Run.id)
-        .where(Run.status == "queued")
+        .where(
+            Run.status == "queued",
+            or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+        )
         .order_by(Run.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .cte("picked")
     )
+
+
+def reserve_runs(
+    *, session: Session, dispatcher_id: str, limit: int, seconds: float
+) -> list[Reservation]:
+    """Reserve up to `limit` free queued runs (oldest first) for `dispatcher_id`, for
+    `seconds`. The runs stay queued and no attempt is spent: the Ray task starts the attempt
+    (`start_run`) when a worker executes it."""
+    if limit <= 0:
+        return []
+    now = utcnow()
+    picked = _free_queued(limit, now)
+    rows = session.execute(
+        update(Run)
+        .where(Run.id.in_(select(picked.c.id)))
+        .values(lease_owner=dispatcher_id, lease_expires_at=now + dt.timedelta(seconds=seconds))
+        .returning(Run.id, Run.config, Run.study_id, Run.trial_number)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(
+        (
+            Reservation(
+                run_id=r.id, config=r.config, study_id=r.study_id, trial_number=r.trial_number
+            )
+            for r in rows
+        ),
+        key=lambda r: r.run_id,
+    )
+
+
+def renew_reservations(
+    *, session: Session, dispatcher_id: str, run_ids: Sequence[int], seconds: float
+) -> set[int]:
+    """Extend this dispatcher's reservations of `run_ids`; returns the ones still reserved,
+    i.e. handed to Ray and not started yet (the others started, or were cancelled)."""
+    if not run_ids:
+        return set()
+    rows = session.execute(
+        update(Run)
+        .where(
+            Run.id.in_(run_ids),
+            Run.status == "queued",
+            Run.lease_owner == dispatcher_id,
+        )
+        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=seconds))
+        .returning(Run.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return {r.id for r in rows}
+
+
+def release_reservations(
+    *, session: Session, dispatcher_id: str, run_ids: Sequence[int] | None = None
+) -> int:
+    """Give back this dispatcher's reservations of runs that did not start (all of them when
+    `run_ids` is None), so any dispatcher may take them at once."""
+    where = [Run.status == "queued", Run.lease_owner == dispatcher_id]
+    if run_ids is not None:
+        if not run_ids:
+            return 0
+        where.append(Run.id.in_(run_ids))
+    return _rowcount(
+        session.execute(
+            update(Run)
+            .where(*where)
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def start_run(
+    *, session: Session, run_id: int, dispatcher_id: str, lease_seconds: float
+) -> Claim | None:
+    """Start an attempt of a run reserved by `dispatcher_id`: running, `attempts + 1`, under
+    a fresh lease. Called by the worker that executes it. None when the reservation is gone
+    (the run was cancelled, or another dispatcher took it after this one's reservation
+    expired): this task then has nothing to do, and no attempt was spent."""
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    row = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "queued", Run.lease_owner == dispatcher_id)
+        .values(
+            status="running", attempts=Run.attempts + 1, lease_expires_at=expires, started_at=now
+        )
+        .returning(Run.attempts, Run.config, Run.study_id, Run.trial_number)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    return Claim(
+        run_id=run_id,
+        attempt=row.attempts,
+        config=row.config,
+        lease_expires_at=expires,
+        study_id=row.study_id,
+        trial_number=row.trial_number,
+    )
+
+
+def claim_runs(
+    *, session: Session, worker_id: str, limit: int, lease_seconds: float
+) -> list[Claim]:
+    """Reserve and start up to `limit` free queued runs (oldest first) at once, under a fresh
+    lease: for a caller that executes them right away, in this process."""
+    if limit <= 0:
+        return []
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    picked = _free_queued(limit, now)
     rows = session.execute(
         update(Run)
         .where(Run.id.in_(select(picked.c.id)))

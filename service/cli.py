@@ -64,6 +64,7 @@ console = Console(width=None if sys.stdout.isatty() else 180)
 err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+log = logging.getLogger("plateau")
 
 
 def fail(message: str) -> typer.Exit:
@@ -150,7 +151,7 @@ def run(
     """Run a sweep to the end on this machine (DATABASE_URL, default ./plateau.db + local Ray)."""
     from db import queries
     from db.migrate import ensure_current
-    from db.session import session_scope
+    from db.session import masked_url, read_scope, session_scope
     from service.api.views import run_public, sweep_public
     from service.dispatcher import Dispatcher, init_ray
     from service.sweeps import submit_sweep
@@ -165,13 +166,13 @@ def run(
         sweep_id, n_runs = sweep.id, sweep.n_runs
     console.print(
         f"sweep [bold]{sweep_id}[/] '{spec.name}': {n_runs} runs "
-        f"({spec.grid_shape()}) in {settings.database_url}"
+        f"({spec.grid_shape()}) in {masked_url(settings.database_url)}"
     )
     init_ray(settings, log_to_driver=False)
     dispatcher = Dispatcher(settings)
 
     def counts() -> dict[str, int]:
-        with session_scope(settings.database_url) as session:
+        with read_scope(settings.database_url) as session:
             return queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
 
     with Progress(
@@ -196,7 +197,7 @@ def run(
 
         dispatcher.run(until=finished, on_tick=update, timeout=timeout)
     final_counts = counts()
-    with session_scope(settings.database_url) as session:
+    with read_scope(settings.database_url) as session:
         runs, _ = queries.list_runs(session=session, sweep_id=sweep_id, offset=0, limit=n_runs)
         rows = [run_public(r, full_error=True) for r in runs]
         rows = [
@@ -420,16 +421,50 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
 
 
 @app.command()
-def dispatcher() -> None:
-    """Run a dispatcher: claim queued runs and execute them on the Ray cluster (RAY_ADDRESS)."""
+def dispatcher(
+    dispatcher_id: str = typer.Option(
+        None, "--id", hidden=True, help="keep this id (the process restarting itself)"
+    ),
+) -> None:
+    """Run a dispatcher: hand queued runs to the Ray cluster (RAY_ADDRESS) as it has room.
+
+    It waits (backing off) while the database or Ray is unreachable, and restarts its own
+    process when the Ray cluster it joined is lost, to join it again once Ray is back.
+    """
+    from db.errors import DBError
     from db.migrate import ensure_current
-    from service.dispatcher import Dispatcher, init_ray
+    from service.dispatcher import (
+        Dispatcher,
+        RayUnavailable,
+        init_ray,
+        new_dispatcher_id,
+        retry_until_done,
+    )
 
     logging.basicConfig(level=logging.INFO)
     settings = get_settings()
-    ensure_current(settings.database_url, migrate=False)
-    init_ray(settings)
-    Dispatcher(settings).run()
+    try:
+        retry_until_done(
+            lambda: ensure_current(settings.database_url, migrate=False),
+            what="database schema check",
+            settings=settings,
+        )
+    except DBError as e:
+        raise fail(str(e)) from e
+    dispatcher_id = dispatcher_id or new_dispatcher_id()
+
+    def restart(e: RayUnavailable) -> None:
+        # A Ray driver cannot join a restarted cluster: start afresh, as the same dispatcher.
+        log.warning("Ray cluster lost (%s): restarting this dispatcher to join it again", e)
+        logging.shutdown()
+        argv = [sys.executable, "-m", "service.cli", "dispatcher", "--id", dispatcher_id]
+        os.execv(sys.executable, argv)
+
+    worker = Dispatcher(settings, worker_id=dispatcher_id, on_ray_lost=restart)
+    # A restarted process keeps its id and gives back what it had reserved before.
+    retry_until_done(worker.release, what="release of old reservations", settings=settings)
+    retry_until_done(lambda: init_ray(settings), what="joining the Ray cluster", settings=settings)
+    worker.run()
 
 
 @app.command()
@@ -454,10 +489,11 @@ def worker(
 def db_upgrade() -> None:
     """Create or migrate the schema at DATABASE_URL to the latest revision."""
     from db.migrate import upgrade
+    from db.session import masked_url
 
     settings = get_settings()
     upgrade(settings.database_url)
-    console.print(f"schema at {settings.database_url} is current")
+    console.print(f"schema at {masked_url(settings.database_url)} is current")
 
 
 @db_app.command("rebuild-leaderboard")
@@ -467,7 +503,7 @@ def db_rebuild_leaderboard() -> None:
     from db.errors import DBError
     from db.leaderboard import rebuild_rollups
     from db.migrate import ensure_current
-    from db.session import session_scope
+    from db.session import masked_url, session_scope
 
     settings = get_settings()
     try:
@@ -476,7 +512,7 @@ def db_rebuild_leaderboard() -> None:
         raise fail(str(e)) from e
     with session_scope(settings.database_url) as session:
         n = rebuild_rollups(session=session)
-    console.print(f"leaderboard rebuilt at {settings.database_url}: {n} rollup rows")
+    console.print(f"leaderboard rebuilt at {masked_url(settings.database_url)}: {n} rollup rows")
 
 
 # --------------------------------------------------------------------- users and keys

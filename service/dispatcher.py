@@ -1,72 +1,131 @@
-"""The dispatcher: claims queued runs as Ray has room and submits one Ray task per run.
+"""The dispatcher: reserves queued runs as Ray has room and hands one Ray task per run.
 
-It holds no state that matters: the database lease is the truth about which run is being
+It holds no state that matters: the database is the truth about which run is being
 executed (Ray's own job status can be wrong after head restarts, kuberay#2161). Several
-dispatchers may run against one Postgres; claims use FOR UPDATE SKIP LOCKED. Every tick
-also reaps expired leases, so runs of a dead worker or dispatcher go back to the queue.
+dispatchers may run against one Postgres; reservations use FOR UPDATE SKIP LOCKED. Every
+tick also reaps expired leases, so runs of a dead worker go back to the queue.
+
+Capacity, and why a run never spends an attempt waiting (db/queue.py has the states):
+
+- A dispatcher hands Ray no more runs than the cluster can start now: at most its free CPUs
+  (`ray.available_resources`, asked with a timeout), at most `PLATEAU_CAPACITY` in flight,
+  and nothing at all while a run it handed over has not started yet (so a stale view of the
+  free CPUs, or another dispatcher that took them first, costs at most one round).
+- The run stays `queued` (reserved, renewed every tick) until the Ray task starts it on a
+  worker; only then is an attempt counted and a lease taken. Time in Ray's queue, a raylet
+  that died, Ray being down: none of it costs an attempt. A task that ends without starting
+  its run gives the reservation back.
+
+Outages: a tick that fails because the database or Ray is unreachable is retried after a
+capped exponential backoff with jitter, one log line per try (a traceback only for errors
+that are neither). A standalone dispatcher (`plateau dispatcher`) whose Ray cluster is lost
+(its node died, or the cluster stopped answering) restarts its own process to reconnect:
+a Ray driver cannot rejoin a restarted cluster.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import random
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from db import queue
-from db.session import session_scope
+from db.errors import database_unavailable
+from db.session import masked_url, session_scope
+from service.raycluster import cluster_state, init_ray
 from service.settings import Settings
 
+__all__ = [
+    "Dispatcher",
+    "RayUnavailable",
+    "init_ray",
+    "new_dispatcher_id",
+    "retry_until_done",
+    "start_in_thread",
+]
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
-    """Connect to RAY_ADDRESS, or start a local Ray instance (the embedded default)."""
-    import ray
+class RayUnavailable(Exception):
+    """The Ray cluster cannot start runs now. `lost`: it does not answer, or this driver's
+    node died, so this process cannot use it again (a cluster with no CPUs is not lost)."""
 
-    if ray.is_initialized():
-        return
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, log_to_driver=log_to_driver)
-    else:
-        ray.init(
-            num_cpus=settings.ray_num_cpus or os.cpu_count() or 1,
-            include_dashboard=False,
-            log_to_driver=log_to_driver,
-        )
+    def __init__(self, message: str, *, lost: bool = True) -> None:
+        super().__init__(message)
+        self.lost = lost
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def backoff_seconds(failures: int, *, base: float, cap: float) -> float:
+    """Capped exponential backoff with jitter: the n-th consecutive failure waits between
+    half and all of min(cap, base * 2^(n-1))."""
+    ceiling = min(cap, base * 2 ** max(0, failures - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def new_dispatcher_id() -> str:
+    """host:pid:random, the `lease_owner` of what this dispatcher reserves."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def retry_until_done(fn: Callable[[], T], *, what: str, settings: Settings) -> T:
+    """`fn()`, tried again with backoff while the database or Ray cannot be reached (a process
+    that starts during an outage waits for its end); other errors raise."""
+    failures = 0
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not (database_unavailable(e) or _ray_unreachable(e)):
+                raise
+            failures += 1
+            wait = backoff_seconds(
+                failures, base=settings.poll_seconds, cap=settings.backoff_max_seconds
+            )
+            cause = f" ({_first_line(e.__cause__)})" if e.__cause__ is not None else ""
+            log.warning("%s: %s%s; next try in %.1f s", what, _first_line(e), cause, wait)
+            time.sleep(wait)
+
+
+def _ray_unreachable(exc: BaseException) -> bool:
+    # ray.init raises ConnectionError (a builtin) when the cluster does not answer, its cause
+    # (e.g. a refused token) as __cause__.
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 class Dispatcher:
-    """Claim -> submit -> collect, one `tick` at a time."""
+    """Reserve -> hand to Ray -> collect, one `tick` at a time."""
 
     def __init__(
-        self, settings: Settings, *, capacity: int | None = None, worker_id: str | None = None
+        self,
+        settings: Settings,
+        *,
+        capacity: int | None = None,
+        worker_id: str | None = None,
+        on_ray_lost: Callable[[RayUnavailable], None] | None = None,
     ) -> None:
         self.settings = settings
         self.db_url = settings.database_url
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or new_dispatcher_id()
         self._capacity = capacity if capacity is not None else settings.capacity
         self.inflight: dict[Any, int] = {}  # Ray ObjectRef -> run id
         self._remote: Any = None
+        self._on_ray_lost = on_ray_lost
 
-    def capacity(self) -> int:
-        """Concurrent runs: the cluster's CPUs (one CPU per run), unless fixed."""
-        if self._capacity is not None:
-            return self._capacity
-        import ray
-
-        return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-    def _cluster_gpus(self) -> float:
-        import ray
-
-        return float(ray.cluster_resources().get("GPU", 0))
-
-    def _submit(self, claim: queue.Claim) -> Any:
+    def _submit(self, reservation: queue.Reservation, gpus: float) -> Any:
         import ray
 
         from workers.remote import execute_run
@@ -78,29 +137,76 @@ class Dispatcher:
         options: dict[str, Any] = {}
         # Ask Ray for a GPU only where the cluster has one: otherwise the task would wait
         # forever, whereas without it the run fails at once and says why.
-        if claim.config.get("device") == "cuda" and self._cluster_gpus() > 0:
+        if reservation.config.get("device") == "cuda" and gpus > 0:
             options["num_gpus"] = 1
         remote = self._remote.options(**options) if options else self._remote
         trial = None
-        if claim.study_id is not None:
+        if reservation.study_id is not None:
             from service.studies import trial_context
 
-            trial = trial_context(self.db_url, claim.study_id)
+            trial = trial_context(self.db_url, reservation.study_id)
             if trial is not None:
-                trial["number"] = claim.trial_number
+                trial["number"] = reservation.trial_number
+        # No database URL among the arguments: the worker has its own (workers/settings.py),
+        # and checks it names the same database as this masked one.
         return remote.remote(
-            self.db_url,
-            claim.run_id,
-            claim.attempt,
-            claim.config,
+            reservation.run_id,
+            self.worker_id,
             self.settings.lease_seconds,
+            masked_url(self.db_url),
             trial,
         )
 
-    def tick(self) -> int:
-        """Reap, claim what fits, submit, collect finished tasks. Returns runs submitted."""
+    def _collect(self) -> None:
+        """Log finished tasks; give back the reservations of runs they did not start."""
         import ray
 
+        if not self.inflight:
+            return
+        done, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
+        finished: list[int] = []
+        lost: RayUnavailable | None = None
+        for ref in done:
+            run_id = self.inflight.pop(ref)
+            finished.append(run_id)
+            try:
+                log.info("run %s: %s", run_id, ray.get(ref))
+            except (ray.exceptions.LocalRayletDiedError, ray.exceptions.RaySystemError) as e:
+                lost = RayUnavailable(f"the task of run {run_id} was lost: {_first_line(e)}")
+            except ray.exceptions.RayTaskError as e:  # the task raised (e.g. its worker's config)
+                log.error("Ray task of run %s failed: %s", run_id, _first_line(e.cause or e))
+            except Exception as e:  # worker process died; the lease (if any) requeues the run
+                log.warning("Ray task of run %s ended abnormally: %s", run_id, _first_line(e))
+        with session_scope(self.db_url) as session:
+            # Only runs still queued under our reservation: a started run keeps its lease.
+            queue.release_reservations(
+                session=session, dispatcher_id=self.worker_id, run_ids=finished
+            )
+        if lost is not None:
+            raise lost
+
+    def _room(self) -> tuple[int, float]:
+        """(runs to hand Ray now, the cluster's GPUs)."""
+        waiting: set[int] = set()
+        if self.inflight:
+            with session_scope(self.db_url) as session:
+                waiting = queue.renew_reservations(
+                    session=session,
+                    dispatcher_id=self.worker_id,
+                    run_ids=list(self.inflight.values()),
+                    seconds=self.settings.lease_seconds,
+                )
+        state = cluster_state(self.settings.ray_timeout_seconds)
+        if not state.ok:
+            raise RayUnavailable(state.error or "the Ray cluster is unavailable", lost=state.lost)
+        if waiting:  # Ray has not started everything we gave it: it cannot start more now
+            return 0, state.gpus
+        capacity = self._capacity if self._capacity is not None else max(1, int(state.cpus))
+        return max(0, min(capacity - len(self.inflight), math.floor(state.free_cpus))), state.gpus
+
+    def tick(self) -> int:
+        """Reap, advance studies, collect, reserve what the cluster can start, hand it to
+        Ray. Returns the number of runs handed over."""
         from service.studies import advance_all
 
         with session_scope(self.db_url) as session:
@@ -108,27 +214,25 @@ class Dispatcher:
         if requeued or failed:
             log.warning("reaped expired leases: %d requeued, %d failed", requeued, failed)
         advance_all(self.settings)  # tell Optuna about finished trials, enqueue new ones
-        free = self.capacity() - len(self.inflight)
-        claims: list[queue.Claim] = []
-        if free > 0:
-            with session_scope(self.db_url) as session:
-                claims = queue.claim_runs(
-                    session=session,
-                    worker_id=self.worker_id,
-                    limit=free,
-                    lease_seconds=self.settings.lease_seconds,
-                )
-        for claim in claims:
-            self.inflight[self._submit(claim)] = claim.run_id
-        if self.inflight:
-            done, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
-            for ref in done:
-                run_id = self.inflight.pop(ref)
-                try:
-                    log.info("run %s: %s", run_id, ray.get(ref))
-                except Exception:  # the worker died; the lease expiry requeues the run
-                    log.exception("Ray task of run %s failed", run_id)
-        return len(claims)
+        self._collect()
+        room, gpus = self._room()
+        if room <= 0:
+            return 0
+        with session_scope(self.db_url) as session:
+            reservations = queue.reserve_runs(
+                session=session,
+                dispatcher_id=self.worker_id,
+                limit=room,
+                seconds=self.settings.lease_seconds,
+            )
+        for reservation in reservations:
+            self.inflight[self._submit(reservation, gpus)] = reservation.run_id
+        return len(reservations)
+
+    def release(self) -> int:
+        """Give back every reservation this dispatcher id holds (at start and at stop)."""
+        with session_scope(self.db_url) as session:
+            return queue.release_reservations(session=session, dispatcher_id=self.worker_id)
 
     def run(
         self,
@@ -141,18 +245,47 @@ class Dispatcher:
         """Tick until `stop` is set or `until()` is true (checked after each tick)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         stop = stop or threading.Event()
+        failures, outage_since = 0, 0.0
         while not stop.is_set():
             try:
                 self.tick()
-            except Exception:  # keep dispatching through database or Ray blips
-                log.exception("dispatcher tick failed")
-            if on_tick is not None:
-                on_tick()
-            if until is not None and until():
-                return
+                if on_tick is not None:
+                    on_tick()
+                if until is not None and until():
+                    return
+                if failures:
+                    log.warning(
+                        "dispatcher recovered after %d failed tries (%.0f s)",
+                        failures,
+                        time.monotonic() - outage_since,
+                    )
+                failures, wait = 0, self.settings.poll_seconds
+            except Exception as e:
+                if failures == 0:
+                    outage_since = time.monotonic()
+                failures += 1
+                wait = backoff_seconds(
+                    failures, base=self.settings.poll_seconds, cap=self.settings.backoff_max_seconds
+                )
+                if isinstance(e, RayUnavailable):
+                    if e.lost and self._on_ray_lost is not None:
+                        self._on_ray_lost(e)
+                    log.warning("Ray unavailable (%s); next try in %.1f s", e, wait)
+                elif database_unavailable(e):
+                    log.warning(
+                        "database unavailable (%s); next try in %.1f s", _first_line(e), wait
+                    )
+                elif failures == 1:
+                    log.exception("dispatcher tick failed; next try in %.1f s", wait)
+                else:
+                    log.warning(
+                        "dispatcher tick failed again (%s); next try in %.1f s",
+                        _first_line(e),
+                        wait,
+                    )
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("dispatcher did not finish before its timeout")
-            stop.wait(self.settings.poll_seconds)
+            stop.wait(wait)
 
 
 def start_in_thread(settings: Settings) -> tuple[threading.Thread, threading.Event]:

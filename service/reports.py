@@ -275,10 +275,10 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str) -> Any:
 def leaderboard_from_db(url: str, query: LeaderboardQuery) -> dict[str, Any]:
     """The JSON of GET /api/v1/leaderboard, read from the database (the CLI without --url)."""
     from db.migrate import ensure_current
-    from db.session import session_scope
+    from db.session import read_scope
 
     ensure_current(url, migrate=False)
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return leaderboard_page(session=session, query=query).model_dump(mode="json")
 
 
@@ -309,10 +309,10 @@ def run_document(*, session: Session, run_id: int) -> tuple[dict[str, Any], list
 
 def run_from_db(url: str, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from db.migrate import ensure_current
-    from db.session import session_scope
+    from db.session import read_scope
 
     ensure_current(url, migrate=False)
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return run_document(session=session, run_id=run_id)
 
 

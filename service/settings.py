@@ -10,11 +10,12 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.auth import MIN_KEY_LENGTH
-from db.session import normalize_url
+from db.session import resolve_url
 
 
 class Settings(BaseSettings):
-    # hide_input_in_errors: a validation error must not print a secret it refused.
+    # hide_input_in_errors: a validation error must not print a secret it refused (an admin
+    # key, or DATABASE_URL with its password).
     model_config = SettingsConfigDict(
         env_prefix="PLATEAU_", extra="ignore", hide_input_in_errors=True
     )
@@ -23,6 +24,7 @@ class Settings(BaseSettings):
         "sqlite:///plateau.db",
         validation_alias=AliasChoices("DATABASE_URL", "PLATEAU_DATABASE_URL"),
         description="SQLAlchemy URL; postgresql://... for a team, a SQLite file by default",
+        repr=False,  # it may carry a password: print db.session.masked_url(...) instead
     )
     ray_address: str | None = Field(
         None,
@@ -39,6 +41,15 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(0.5, gt=0, description="dispatcher loop period")
     auto_migrate: bool = Field(True, description="migrate the schema at start, else refuse")
     dispatch: bool = Field(True, description="run the dispatcher inside `plateau serve`")
+    retry_after_seconds: int = Field(
+        5, ge=1, description="Retry-After of a 503 while the database is unreachable"
+    )
+    backoff_max_seconds: float = Field(
+        30.0, gt=0, description="longest wait of a dispatcher between tries during an outage"
+    )
+    ray_timeout_seconds: float = Field(
+        5.0, gt=0, description="how long a question to the Ray cluster may take (health, capacity)"
+    )
 
     # Identities: service/auth.py and the README's "Single-user and team modes".
     auth: Literal["auto", "on", "off"] = Field(
@@ -60,12 +71,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _absolute_sqlite(cls, url: str) -> str:
-        # Ray workers do not share the driver's working directory: make file paths absolute.
-        url = normalize_url(url)
-        prefix = "sqlite:///"
-        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-            return prefix + str(Path(url[len(prefix) :]).resolve())
-        return url
+        return resolve_url(url)  # raises ValueError, without the URL, when it is none
 
     @model_validator(mode="after")
     def _admin_key(self) -> Self:

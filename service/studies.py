@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from db import audit, queue
 from db.models import Run, RunResult, Study, User, utcnow
 from db.optuna_storage import optuna_storage
-from db.session import get_engine, session_scope
+from db.session import get_engine, read_scope, session_scope
 from service.auth import Identity
 from service.settings import Settings
 from service.study_spec import StudySpec, objective_values
@@ -127,11 +127,13 @@ def load(spec: StudySpec, row: Study, url: str, n_asked: int = 0) -> optuna.Stud
 def create_study(
     *, session: Session, spec: StudySpec, settings: Settings, owner: User | str | None = None
 ) -> Study:
-    """The Optuna study, then the study row and its sweep (which collects the trial runs).
-    `owner` as for service.sweeps.submit_sweep: the key's user, or a legacy user's name.
+    """The Optuna study, then the study row and its sweep (which collects the trial runs),
+    committed before it returns. `owner` as for service.sweeps.submit_sweep: the key's user,
+    or a legacy user's name.
 
     Optuna writes through its own connection, so it goes first, before `session` takes
-    SQLite's write lock; if our rows then fail, the Optuna study is deleted again.
+    SQLite's write lock; if our rows then fail to insert or to commit, the Optuna study is
+    deleted again, so a refused study leaves nothing behind.
     """
     owner = owner if owner is not None else spec.owner or "anonymous"
     document = spec.model_dump(mode="json")
@@ -161,8 +163,9 @@ def create_study(
             spec=document,
         )
         session.add(row)
-        session.flush()
+        session.commit()
     except Exception:
+        session.rollback()
         optuna.delete_study(study_name=name, storage=storage)
         raise
     return row
@@ -188,7 +191,7 @@ def advancing(url: str, study_id: int) -> Iterator[bool]:
 
 
 def advance_all(settings: Settings) -> None:
-    with session_scope(settings.database_url) as session:
+    with read_scope(settings.database_url) as session:
         ids = session.scalars(select(Study.id).where(Study.state == "running")).all()
     for study_id in ids:
         with advancing(settings.database_url, study_id) as mine:
@@ -199,7 +202,7 @@ def advance_all(settings: Settings) -> None:
 def advance(settings: Settings, study_id: int) -> None:
     """Tell Optuna about finished trial runs, ask for new ones, close the study when done."""
     url = settings.database_url
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = session.get(Study, study_id)
         assert row is not None
         spec = StudySpec.model_validate(row.spec)
@@ -305,7 +308,7 @@ def cancel(*, session: Session, study: Study, identity: Identity) -> None:
 
 def trial_context(url: str, study_id: int) -> dict[str, Any] | None:
     """What a worker needs to report intermediate values, or None when nothing prunes."""
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = session.get(Study, study_id)
         if row is None:
             return None
@@ -395,7 +398,7 @@ def confirm(*, settings: Settings, study_id: int) -> tuple[dict[str, Any], int]:
     """Queue the best trial's setting and the baseline on the spec's fresh `confirm_seeds`,
     as one sweep; returns (best params, sweep id). Multi-objective: the first Pareto trial."""
     url = settings.database_url
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = session.get(Study, study_id)
         assert row is not None
         spec = StudySpec.model_validate(row.spec)

@@ -12,7 +12,9 @@ skip locally; with PLATEAU_REQUIRE_POSTGRES=1 (set by .ci/run) they fail instead
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from functools import cache
@@ -50,6 +52,26 @@ def require_postgres() -> None:
     pytest.skip(f"PostgreSQL unreachable at {ADMIN_URL}: {problem}")
 
 
+# The session's local Ray workers read the database URL from this file (their own secret
+# file, workers/settings.py), never from a task's arguments; each test's database fixture
+# writes its URL here.
+WORKER_URL_FILE = Path(tempfile.gettempdir()) / f"plateau-test-{os.getpid()}" / "database-url"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_worker_url_file() -> Iterator[None]:
+    yield
+    shutil.rmtree(WORKER_URL_FILE.parent, ignore_errors=True)
+
+
+def point_workers_at(url: str) -> None:
+    """Make the session's Ray workers (local_ray) use this database."""
+    WORKER_URL_FILE.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(WORKER_URL_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(url)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty Postgres database (dropped afterwards)."""
@@ -63,6 +85,7 @@ def pg_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    point_workers_at(url)
     yield url
     dispose_engines()
     with admin.connect() as conn:
@@ -74,7 +97,9 @@ def pg_url() -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> Iterator[str]:
     from db.session import dispose_engines
 
-    yield f"sqlite:///{tmp_path / 'plateau.db'}"
+    url = f"sqlite:///{tmp_path / 'plateau.db'}"
+    point_workers_at(url)
+    yield url
     dispose_engines()
 
 
@@ -103,10 +128,21 @@ def pg_migrated_url(pg_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[str]:
-    """A real local Ray instance with 2 CPUs; yields its GCS address for subprocesses."""
+    """A real local Ray instance with 2 CPUs; yields its GCS address for subprocesses. Its
+    workers read the database URL from WORKER_URL_FILE: the variable naming the file is in
+    the environment only while Ray starts (Ray's processes inherit it), so that subprocesses
+    of the tests (dispatchers, `plateau serve`) do not."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    saved = os.environ.get("PLATEAU_DATABASE_URL_FILE")
+    os.environ["PLATEAU_DATABASE_URL_FILE"] = str(WORKER_URL_FILE)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if saved is None:
+            del os.environ["PLATEAU_DATABASE_URL_FILE"]
+        else:
+            os.environ["PLATEAU_DATABASE_URL_FILE"] = saved
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

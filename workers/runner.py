@@ -1,19 +1,26 @@
-"""Execute one claimed attempt of a run against the database: train, stream evidence,
-keep the lease alive, probe, and record the outcome. Runs inside a Ray task or in-process.
+"""Execute one attempt of a run against the database: train, stream evidence, keep the
+lease alive, probe, and record the outcome. Runs inside a Ray task or in-process.
 
 Every write names (run_id, attempt) and db/ rejects it once the attempt has lost the run,
 so a worker that was presumed dead cannot overwrite anything.
+
+A database outage shorter than the lease costs nothing: the heartbeat and every write retry
+with a capped backoff, one log line each, until the lease this worker last renewed would
+have run out. Past that the attempt gives up (as if its lease were lost) and the reaper
+requeues the run once the database is back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from db import queue
-from db.errors import LeaseLost
+from db.errors import LeaseLost, database_unavailable
 from db.session import session_scope
 from workers.config import RunConfig
 from workers.diagnose import diagnose
@@ -22,9 +29,60 @@ from workers.train import ProbeContext, TrainHooks, train
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 5.0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def retry_unavailable(fn: Callable[[], T], *, what: str, until: Callable[[], float]) -> T:
+    """`fn()`, tried again while the database is unreachable and `time.monotonic()` is before
+    `until()`; any other error, or the deadline, raises."""
+    delay = RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not database_unavailable(e) or time.monotonic() + delay >= until():
+                raise
+            log.warning(
+                "%s: database unavailable (%s); retry in %.1f s", what, _first_line(e), delay
+            )
+        time.sleep(delay)
+        delay = min(2 * delay, RETRY_MAX_SECONDS)
+
+
+def start_attempt(
+    *, db_url: str, run_id: int, dispatcher_id: str, lease_seconds: float
+) -> queue.Claim | None:
+    """Start the attempt of a run this worker's dispatcher reserved (db.queue.start_run)."""
+
+    def start() -> queue.Claim | None:
+        with session_scope(db_url) as session:
+            return queue.start_run(
+                session=session,
+                run_id=run_id,
+                dispatcher_id=dispatcher_id,
+                lease_seconds=lease_seconds,
+            )
+
+    deadline = time.monotonic() + lease_seconds
+    claim = retry_unavailable(start, what=f"start of run {run_id}", until=lambda: deadline)
+    if claim is None:
+        log.info("run %s: its reservation is gone (cancelled or taken over); not started", run_id)
+    return claim
+
 
 class Heartbeat(threading.Thread):
-    """Renews the lease every lease/3 seconds; sets `lost` when the renewal is refused."""
+    """Renews the lease every lease/3 seconds; sets `lost` when the renewal is refused.
+
+    `held_until()` is when the lease this worker last renewed runs out (monotonic clock):
+    writes that meet a database outage retry until then.
+    """
 
     def __init__(self, db_url: str, run_id: int, attempt: int, lease_seconds: float) -> None:
         super().__init__(daemon=True, name=f"lease-{run_id}-{attempt}")
@@ -32,9 +90,14 @@ class Heartbeat(threading.Thread):
         self.lease_seconds = lease_seconds
         self.lost = threading.Event()
         self._done = threading.Event()
+        self._held_until = time.monotonic() + lease_seconds
+
+    def held_until(self) -> float:
+        return self._held_until
 
     def run(self) -> None:
         while not self._done.wait(self.lease_seconds / 3):
+            asked_at = time.monotonic()
             try:
                 with session_scope(self.db_url) as session:
                     held = queue.renew_lease(
@@ -43,12 +106,20 @@ class Heartbeat(threading.Thread):
                         attempt=self.attempt,
                         lease_seconds=self.lease_seconds,
                     )
-            except Exception:  # a database blip: try again next beat; the lease has slack
-                log.exception("lease renewal of run %s failed", self.run_id)
+            except Exception as e:  # try again next beat: the lease has slack
+                if database_unavailable(e):
+                    log.warning(
+                        "lease renewal of run %s: database unavailable (%s)",
+                        self.run_id,
+                        _first_line(e),
+                    )
+                else:
+                    log.exception("lease renewal of run %s failed", self.run_id)
                 continue
             if not held:
                 self.lost.set()
                 return
+            self._held_until = asked_at + self.lease_seconds
 
     def stop(self) -> None:
         self._done.set()
@@ -67,9 +138,28 @@ def execute(
     heartbeat = Heartbeat(db_url, run_id, attempt, lease_seconds)
     heartbeat.start()
 
+    def write(what: str, fn: Callable[[Any], T]) -> T:
+        """One write of this attempt, retried through a database outage while the lease
+        lasts; past the lease the attempt stops as if it had lost it."""
+
+        def once() -> T:
+            with session_scope(db_url) as session:
+                return fn(session)
+
+        try:
+            return retry_unavailable(
+                once, what=f"{what} of run {run_id}", until=heartbeat.held_until
+            )
+        except Exception as e:
+            if database_unavailable(e):
+                raise LeaseLost(run_id, attempt) from e
+            raise
+
     def on_metrics(rows: list[dict[str, Any]]) -> None:
-        with session_scope(db_url) as session:
-            queue.write_metrics(session=session, run_id=run_id, attempt=attempt, rows=rows)
+        write(
+            "metrics",
+            lambda s: queue.write_metrics(session=s, run_id=run_id, attempt=attempt, rows=rows),
+        )
 
     run_config = RunConfig.model_validate(config)
     probes: list[dict[str, Any]] = []
@@ -79,8 +169,10 @@ def execute(
 
         record = probe_run(run_config, context)
         probes.append(record)
-        with session_scope(db_url) as session:
-            queue.write_probe(session=session, run_id=run_id, attempt=attempt, probe=record)
+        write(
+            "probe",
+            lambda s: queue.write_probe(session=s, run_id=run_id, attempt=attempt, probe=record),
+        )
 
     hooks = TrainHooks(on_metrics=on_metrics, should_stop=heartbeat.lost.is_set, on_probe=on_probe)
     if trial is not None:
@@ -104,15 +196,17 @@ def execute(
         except Exception as exc:  # one broken run must not take the sweep down
             outcome, record = "failed", {}
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-        with session_scope(db_url) as session:
-            queue.complete_run(
-                session=session,
+        write(
+            "result",
+            lambda s: queue.complete_run(
+                session=s,
                 run_id=run_id,
                 attempt=attempt,
                 outcome=outcome,
                 result=record,
                 error=error,
-            )
+            ),
+        )
         return outcome
     except LeaseLost:
         log.info("run %s attempt %s lost its lease before recording", run_id, attempt)

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from db import auth as db_auth
 from db.models import User, utcnow
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from service.api.deps import SettingsDep
 from service.auth import Identity, forced
 from service.settings import Settings
@@ -80,11 +80,18 @@ def resolve(
     request: Request, settings: Settings, token: str | None, *, allow_session: bool
 ) -> Identity | None:
     """The identity of a key or (if allowed) a page session; None when there is neither.
-    Raises 401 for a key that is wrong, revoked or of a disabled user."""
-    with session_scope(settings.database_url) as session:
+    Raises 401 for a key that is wrong, revoked or of a disabled user.
+
+    Read in a read-only unit of work, so that on SQLite a request's identity never waits for
+    the write lock; the key's last use is written afterwards, in a unit of its own, only
+    when the stored one is older than db.auth.TOUCH_EVERY."""
+    url = settings.database_url
+    now = utcnow()
+    with read_scope(url) as session:
         if not auth_on(request, settings, session):
             return Identity(user=None)
-        now = utcnow()
+        key = None
+        identity: Identity | None = None
         if token:
             key = db_auth.find_key(session=session, token=token)
             if key is None:
@@ -95,18 +102,24 @@ def resolve(
                 )
             if key.user.disabled_at is not None:
                 raise unauthorized(f"user {key.user.name!r} is disabled")
-            db_auth.touch_key(session=session, key_id=key.id, now=now)
-            return Identity(user=key.user, via="key", key_prefix=key.prefix)
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie and allow_session:
-            web = db_auth.find_session(session=session, token=cookie, now=now)
+            identity = Identity(user=key.user, via="key", key_prefix=key.prefix)
+        else:
+            cookie = request.cookies.get(SESSION_COOKIE)
+            web = (
+                db_auth.find_session(session=session, token=cookie, now=now)
+                if cookie and allow_session
+                else None
+            )
             if web and web.key.revoked_at is None and web.key.user.disabled_at is None:
-                db_auth.touch_key(session=session, key_id=web.key.id, now=now)
-                return Identity(
-                    user=web.key.user, via="session", key_prefix=web.key.prefix,
-                    session_token=cookie,
-                )  # fmt: skip
-        return None
+                key = web.key
+                identity = Identity(
+                    user=key.user, via="session", key_prefix=key.prefix, session_token=cookie
+                )
+    last = key.last_used_at if key is not None else None
+    if key is not None and (last is None or last < now - db_auth.TOUCH_EVERY):
+        with session_scope(url) as session:
+            db_auth.touch_key(session=session, key_id=key.id, now=now)
+    return identity
 
 
 def _token(credentials: HTTPAuthorizationCredentials | None, header_key: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""Typed dependencies: settings, a unit-of-work session, and 404-checked lookups."""
+"""Typed dependencies: settings, the request's unit of work, and 404-checked lookups."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.models import Run, Sweep
-from db.session import session_scope
+from db.session import open_session
 from service.settings import Settings
+
+# Methods that only read. Every other method (POST, PUT, PATCH, DELETE) writes.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_settings(request: Request) -> Settings:
@@ -21,12 +24,31 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with session_scope(settings.database_url) as session:
+def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
+    """The request's unit of work, chosen by its method.
+
+    A read (GET, HEAD) gets a read-only session: no commit, no SQLite write lock, and a write
+    through it fails at once. Any other method gets a write session that is committed when
+    the route returns and *before* the response is sent (`scope="function"` below): a commit
+    that fails becomes the error response (5xx), never a 2xx for a write that did not happen.
+    FastAPI runs the cleanup of a default ("request") scoped dependency after the response
+    is sent, which is too late for a commit.
+    """
+    write = request.method not in READ_METHODS
+    session = open_session(settings.database_url, read_only=not write)
+    try:
         yield session
+        if write:
+            session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the cleanup above (the commit) runs before the response is sent.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_sweep(sweep_id: int, session: SessionDep) -> Sweep:

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from db.errors import DBError, SchemaNotCurrent
 from db.migrate import ensure_current
 from service import auth
 from service.api.auth import SignInRequired, api_identity, page_identity
+from service.api.errors import install_error_handlers
 from service.api.routes import audit, health, keys, leaderboard, runs, studies, sweeps, users
 from service.settings import Settings, get_settings
 from service.web import routes as web
@@ -62,9 +62,5 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
         target = request.url_for("signin_form").include_query_params(next=exc.next_url)
         return RedirectResponse(str(target), status_code=303)
 
-    @app.exception_handler(DBError)
-    async def _db_error(request: Request, exc: DBError) -> JSONResponse:
-        code = 503 if isinstance(exc, SchemaNotCurrent) else 409
-        return JSONResponse({"detail": str(exc)}, status_code=code)
-
+    install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     return app

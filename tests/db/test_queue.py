@@ -210,3 +210,80 @@ def test_concurrent_results_of_one_configuration_all_reach_its_rollup(pg_migrate
         summary = s.get(ConfigSummary, "k")
         assert summary is not None
         assert (summary.n_runs, summary.steps_sum) == (64, sum(row.steps_sum for row in rows))
+
+
+def reserve(url: str, limit: int, dispatcher: str = "d1", seconds: float = 60):
+    with session_scope(url) as s:
+        return queue.reserve_runs(session=s, dispatcher_id=dispatcher, limit=limit, seconds=seconds)
+
+
+def start(url: str, run_id: int, dispatcher: str = "d1") -> queue.Claim | None:
+    with session_scope(url) as s:
+        return queue.start_run(session=s, run_id=run_id, dispatcher_id=dispatcher, lease_seconds=60)
+
+
+def expire_reservations(url: str) -> None:
+    with session_scope(url) as s:
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        s.execute(update(Run).where(Run.status == "queued").values(lease_expires_at=past))
+
+
+def test_a_reservation_costs_no_attempt_and_only_its_worker_start_does(migrated_url):
+    enqueue(migrated_url, 3)
+    reserved = reserve(migrated_url, 2)
+    assert [r.config["i"] for r in reserved] == [0, 1]
+    with session_scope(migrated_url) as s:
+        runs = {r.id: r for r in s.scalars(select(Run)).all()}
+        assert all(r.status == "queued" and r.attempts == 0 for r in runs.values())
+    # reserved runs are not reserved or claimed by anyone else
+    assert [r.config["i"] for r in reserve(migrated_url, 5, dispatcher="d2")] == [2]
+    assert claim(migrated_url, 5) == []
+    # another dispatcher's task cannot start a run it did not reserve
+    assert start(migrated_url, reserved[0].run_id, dispatcher="d2") is None
+    started = start(migrated_url, reserved[0].run_id)
+    assert started is not None and started.attempt == 1 and started.config["i"] == 0
+    assert start(migrated_url, reserved[0].run_id) is None  # a second task of the same run
+    with session_scope(migrated_url) as s:
+        run = s.get(Run, reserved[0].run_id)
+        assert (run.status, run.attempts, run.lease_owner) == ("running", 1, "d1")
+    complete(migrated_url, started)  # fenced by (run_id, attempt) as a claim is
+
+
+def test_renewing_reservations_tells_which_runs_have_not_started(migrated_url):
+    enqueue(migrated_url, 3)
+    ids = [r.run_id for r in reserve(migrated_url, 3)]
+    start(migrated_url, ids[0])
+    with session_scope(migrated_url) as s:
+        waiting = queue.renew_reservations(session=s, dispatcher_id="d1", run_ids=ids, seconds=60)
+        assert (
+            queue.renew_reservations(session=s, dispatcher_id="d1", run_ids=[], seconds=1) == set()
+        )
+    assert waiting == {ids[1], ids[2]}
+
+
+def test_an_expired_reservation_is_free_again_and_its_old_task_cannot_start_it(migrated_url):
+    enqueue(migrated_url, 1)
+    (old,) = reserve(migrated_url, 1, dispatcher="dead")
+    assert reserve(migrated_url, 1, dispatcher="d2") == []
+    expire_reservations(migrated_url)  # the dispatcher died and stopped renewing
+    (new,) = reserve(migrated_url, 1, dispatcher="d2")
+    assert new.run_id == old.run_id
+    assert start(migrated_url, old.run_id, dispatcher="dead") is None
+    assert start(migrated_url, new.run_id, dispatcher="d2").attempt == 1
+
+
+def test_released_and_cancelled_reservations(migrated_url):
+    sweep_id = enqueue(migrated_url, 3)
+    ids = [r.run_id for r in reserve(migrated_url, 3)]
+    start(migrated_url, ids[0])
+    with session_scope(migrated_url) as s:
+        # a started run keeps its lease; only the queued ones are given back
+        assert queue.release_reservations(session=s, dispatcher_id="d1", run_ids=[ids[1]]) == 1
+        assert queue.release_reservations(session=s, dispatcher_id="d1", run_ids=[]) == 0
+    assert [r.run_id for r in reserve(migrated_url, 5, dispatcher="d2")] == [ids[1]]
+    with session_scope(migrated_url) as s:
+        assert queue.release_reservations(session=s, dispatcher_id="d2") == 1
+        queue.cancel_sweep(session=s, sweep_id=sweep_id)
+    assert start(migrated_url, ids[2]) is None  # cancelled while waiting in Ray's queue
+    with session_scope(migrated_url) as s:
+        assert s.scalars(select(Run.attempts).order_by(Run.id)).all() == [1, 0, 0]

@@ -283,6 +283,8 @@ def test_services_have_the_database_and_ray_wiring_they_read() -> None:
         if name.startswith("ray-worker"):
             cmd = command_of(svcs[name])
             assert cmd[:2] == ["plateau", "worker"] and "ray-head:6379" in " ".join(cmd), name
+            # runs read the database URL from their worker's environment, never from Ray
+            assert env_of(svcs[name]).get("DATABASE_URL") == env_of(svcs["api"])["DATABASE_URL"]
     assert command_of(svcs["dispatcher"]) == ["plateau", "dispatcher"]
 
 
@@ -598,6 +600,8 @@ def test_raycluster_shape_by_hand() -> None:
         assert not group["template"]["spec"].get("hostNetwork")
         limits = c.get("resources", {}).get("limits", {})
         if node_type == "worker":
+            # runs read the database URL from their worker's environment, never from Ray
+            assert secret_ref(env.get("DATABASE_URL")) == ("plateau-secrets", "DATABASE_URL")
             if int(limits.get("nvidia.com/gpu", 0)) >= 1:
                 gpu_groups.append(group)
                 assert "cuda" in c["image"] or "cu1" in c["image"], "GPU group, CPU image"

@@ -32,3 +32,47 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The ASGI app over real HTTP semantics (httpx), without a dispatcher."""
     with TestClient(create_app(settings, dispatch=False)) as c:
         yield c
+
+
+class LiveServer:
+    """The app served by a real uvicorn on a free 127.0.0.1 port, in a thread: responses
+    travel over TCP after the route returns, as in production (TestClient finishes a
+    request's dependency cleanups before it returns, so it cannot see what a client sees)."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", limit_concurrency=1000, backlog=2048)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=15)
+        self._socket.close()
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    """A real HTTP server of the app (no dispatcher) on the test's database."""
+    with LiveServer(create_app(settings, dispatch=False)) as server:
+        yield server

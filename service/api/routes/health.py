@@ -7,25 +7,38 @@ from sqlalchemy import text
 
 from db.session import get_engine
 from service.api.deps import SettingsDep
+from service.raycluster import cluster_state, is_driver
 from service.schemas import Health, Readiness
+from service.settings import Settings
 
 router = APIRouter(tags=["health"])
 
+# /health must answer quickly even while Ray hangs: its question to the cluster gets this long.
+HEALTH_RAY_TIMEOUT = 2.0
 
-def _ray_status(address: str | None) -> dict[str, object]:
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - ray is a dependency
-        return {"ok": False, "error": "ray is not installed"}
-    if ray.is_initialized():
-        return {"ok": True, "mode": "connected", "cpus": ray.cluster_resources().get("CPU", 0)}
+
+def _ray_status(settings: Settings) -> dict[str, object]:
+    """Ray as this process sees it. A process that is a Ray driver (the embedded dispatcher)
+    asks the cluster: alive nodes, CPUs, free CPUs, and whether its own node still lives.
+    An API replica without a dispatcher is not a driver (it holds no Ray token): it can only
+    say whether the GCS port answers, and says that this is all it knows."""
+    if is_driver():
+        state = cluster_state(min(HEALTH_RAY_TIMEOUT, settings.ray_timeout_seconds))
+        return {"mode": "driver", **state.as_dict()}
+    address = settings.ray_address
     if address and address != "auto" and ":" in address:
         host, port = address.removeprefix("ray://").rsplit(":", 1)
         try:
             socket.create_connection((host, int(port)), timeout=2).close()
-            return {"ok": True, "mode": "reachable", "address": address}
         except OSError as e:
-            return {"ok": False, "address": address, "error": str(e)}
+            return {"ok": False, "mode": "port", "address": address, "error": str(e)}
+        return {
+            "ok": True,
+            "mode": "port",
+            "address": address,
+            "note": "the GCS port answers; this process is not a Ray driver, so it does not "
+            "see the nodes (the dispatcher's log and its /health do)",
+        }
     return {"ok": False, "error": "no dispatcher in this process and no RAY_ADDRESS to check"}
 
 
@@ -44,7 +57,7 @@ def health(settings: SettingsDep) -> Health:
     when the database or Ray is not reachable (so a liveness probe restarts only a hung
     process, not every replica during an outage)."""
     database = _database_status(settings.database_url)
-    ray_status = _ray_status(settings.ray_address)
+    ray_status = _ray_status(settings)
     ok = bool(database["ok"]) and bool(ray_status["ok"])
     return Health(status="ok" if ok else "degraded", database=database, ray=ray_status)
 
@@ -52,9 +65,11 @@ def health(settings: SettingsDep) -> Health:
 @router.get("/ready", responses={503: {"description": "the database is unreachable"}})
 def ready(settings: SettingsDep, response: Response) -> Readiness:
     """Readiness: 200 when this process can serve, i.e. its database answers; 503 (with the
-    database's error) when not, so a load balancer stops sending it requests. Ray is not
-    asked: submissions queue in the database whether or not a dispatcher runs."""
+    database's error and a Retry-After) when not, so a load balancer stops sending it
+    requests. Ray is not asked: submissions queue in the database whether or not a
+    dispatcher runs."""
     database = _database_status(settings.database_url)
     if not database["ok"]:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        response.headers["Retry-After"] = str(settings.retry_after_seconds)
     return Readiness(ready=bool(database["ok"]), database=database)

@@ -1,0 +1,69 @@
+"""Storage errors as HTTP answers, in one place.
+
+- The database cannot serve now (refused or dropped connection, server restarting, pool
+  exhausted, SQLite busy): 503 with Retry-After, on the API (JSON) and on the pages (HTML),
+  logged as one line. Clients and load balancers retry; nothing was half-written, since
+  every write is one transaction committed before the answer (service/api/deps.py).
+- Any other database error (a constraint, a refused commit): 500 with a JSON message, the
+  traceback in the log. The transaction was rolled back, so nothing it wrote was saved.
+- db/'s own errors: SchemaNotCurrent 503 (the message names the fix), LeaseLost 409.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from db.errors import DBError, SchemaNotCurrent, database_unavailable
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "the database is unreachable right now; nothing was changed, retry later"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _answer(request: Request, status: int, detail: str, headers: dict[str, str]) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    page = (
+        f"<!doctype html><title>plateau-bench: unavailable</title><h1>{status}</h1><p>{detail}.</p>"
+    )
+    return HTMLResponse(page, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
+    retry = {"Retry-After": str(retry_after_seconds)}
+
+    def database_error(request: Request, exc: Exception) -> Response:
+        if database_unavailable(exc):
+            log.warning(
+                "%s %s: 503, database unavailable (%s)",
+                request.method,
+                request.url.path,
+                _first_line(exc),
+            )
+            return _answer(request, 503, UNAVAILABLE, retry)
+        log.error("%s %s: database error", request.method, request.url.path, exc_info=exc)
+        detail = (
+            f"the database refused the request ({type(exc).__name__}); "
+            "it was rolled back and nothing it wrote was saved"
+        )
+        return _answer(request, 500, detail, {})
+
+    def db_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, SchemaNotCurrent):
+            return _answer(request, 503, str(exc), retry)
+        return _answer(request, 409, str(exc), {})
+
+    app.add_exception_handler(SQLAlchemyError, database_error)
+    # Optuna wraps SQLAlchemy's errors in its own (studies read Optuna's tables).
+    app.add_exception_handler(optuna.exceptions.StorageInternalError, database_error)
+    app.add_exception_handler(DBError, db_error)

@@ -1,0 +1,147 @@
+"""The process's Ray connection: starting or joining it, and asking the cluster how it is.
+
+Questions to the cluster go to Ray's GCS, and such a call can hang for a minute while the GCS
+is down, so every question runs in one helper thread and is answered within a timeout; a
+question still unanswered from before answers "unavailable" at once. Nothing here trusts
+`ray.is_initialized()`: it says this process once connected, not that the cluster is there.
+
+The embedded instance (no RAY_ADDRESS) is bound to 127.0.0.1, whatever address the API
+listens on, and gets the database URL in its environment for the workers it starts
+(workers/settings.py), never in a task's arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from service.settings import Settings
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What the Ray cluster can do now, as this process's Ray driver sees it."""
+
+    ok: bool
+    nodes: int = 0  # alive nodes
+    cpus: float = 0.0  # CPUs of the alive nodes
+    free_cpus: float = 0.0  # CPUs no task holds now
+    gpus: float = 0.0
+    error: str | None = None
+    # The driver's connection is unusable (no answer, or its own node died): only a new
+    # process can join the cluster again. False for a cluster that answers but has no CPUs.
+    lost: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        shown = {k: v for k, v in asdict(self).items() if v is not None}
+        if not self.lost:
+            del shown["lost"]
+        return shown
+
+
+def _keep_ray_on_loopback() -> None:
+    # Ray replaces a loopback node address by the machine's reachable IP, and then binds its
+    # GCS, raylet and workers there, unless it is told the instance is single-node: the
+    # setting ray_constants.ENABLE_RAY_CLUSTER, read from this variable when ray is first
+    # imported (despite its name it applies on Linux too). Set before the import when we
+    # can, else on the module. tests/service/test_secrets.py checks every listening socket
+    # of the embedded instance.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
+    """Connect to RAY_ADDRESS, or start the embedded local Ray instance on 127.0.0.1."""
+    if settings.ray_address:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=settings.ray_address, log_to_driver=log_to_driver)
+        return
+    if is_driver():
+        return
+    # The workers this instance starts inherit the environment: that is how they learn the
+    # database URL (a task argument would be recorded by Ray and readable by its clients).
+    os.environ["PLATEAU_DATABASE_URL"] = settings.database_url
+    for name in ("PLATEAU_DATABASE_URL_FILE", "DATABASE_URL_FILE"):  # it would win over it
+        os.environ.pop(name, None)
+    _keep_ray_on_loopback()
+    import ray
+
+    ray.init(
+        num_cpus=settings.ray_num_cpus or os.cpu_count() or 1,
+        include_dashboard=False,
+        log_to_driver=log_to_driver,
+        _node_ip_address=LOOPBACK,
+    )
+
+
+_lock = threading.Lock()
+_pending: Future[ClusterState] | None = None
+
+
+def _ask() -> ClusterState:
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    free = ray.available_resources()
+    mine = ray.get_runtime_context().get_node_id()
+    cpus = sum(float(n.get("Resources", {}).get("CPU", 0)) for n in alive)
+    gpus = sum(float(n.get("Resources", {}).get("GPU", 0)) for n in alive)
+    state = ClusterState(
+        ok=True, nodes=len(alive), cpus=cpus, free_cpus=float(free.get("CPU", 0)), gpus=gpus
+    )
+    if not any(n.get("NodeID") == mine for n in alive):
+        # A driver submits through its own node's raylet: without it nothing can start, and
+        # a driver cannot move to another node.
+        return replace(state, ok=False, lost=True, error="this process's Ray node is dead")
+    if cpus <= 0:
+        return replace(state, ok=False, error="no CPUs in the cluster")
+    return state
+
+
+def _answer(future: Future[ClusterState]) -> None:
+    try:
+        future.set_result(_ask())
+    except BaseException as e:
+        future.set_exception(e)
+
+
+def cluster_state(timeout: float) -> ClusterState:
+    """The cluster's state within `timeout` seconds, or not ok with the reason. Needs this
+    process to be a Ray driver (init_ray). Callers at the same time share one question; a
+    question still hanging from before is waited for, not asked again."""
+    global _pending
+    with _lock:
+        future = _pending
+        if future is None or future.done():
+            future = _pending = Future()
+            # A daemon thread, not an executor's: a call hanging on a dead GCS must not
+            # hold up the process's exit.
+            threading.Thread(target=_answer, args=(future,), daemon=True, name="ray-state").start()
+    try:
+        return future.result(timeout=timeout)
+    except FutureTimeout:
+        return ClusterState(ok=False, lost=True, error=f"Ray did not answer within {timeout:g} s")
+    except Exception as e:  # the GCS refused, or the driver is disconnected
+        error = f"{type(e).__name__}: {str(e).strip()[:200]}"
+        return ClusterState(ok=False, lost=True, error=error)
+
+
+def is_driver() -> bool:
+    """Whether this process has joined a Ray cluster, without importing ray otherwise."""
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return bool(ray.is_initialized())
