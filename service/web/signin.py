@@ -18,7 +18,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from db import auth as db_auth
 from db.models import utcnow
-from db.session import session_scope
 from service.api.auth import (
     SESSION_COOKIE,
     FormFields,
@@ -28,7 +27,7 @@ from service.api.auth import (
     csrf_ok,
     csrf_token,
 )
-from service.api.deps import SettingsDep
+from service.api.deps import SessionDep, SettingsDep
 from service.web.routes import CSRF_MISMATCH, refused, render
 
 router = APIRouter(include_in_schema=False)
@@ -50,30 +49,32 @@ def _form(
 
 
 @router.get("/signin", response_class=HTMLResponse)
-def signin_form(request: Request, settings: SettingsDep, next: str = "/") -> Response:
-    with session_scope(settings.database_url) as session:
-        if not auth_on(request, settings, session):  # single-user mode: nothing to sign in to
-            return RedirectResponse(safe_next(next), 303)
+def signin_form(
+    request: Request, settings: SettingsDep, session: SessionDep, next: str = "/"
+) -> Response:
+    if not auth_on(request, settings, session):  # single-user mode: nothing to sign in to
+        return RedirectResponse(safe_next(next), 303)
     return _form(request, next)
 
 
 @router.post("/signin", response_class=HTMLResponse)
-def signin(request: Request, settings: SettingsDep, form: FormFields) -> Response:
+def signin(
+    request: Request, settings: SettingsDep, session: SessionDep, form: FormFields
+) -> Response:
     next_url = safe_next(form.get("next"))
     if not csrf_ok(request, None, form.get("csrf_token")):
         return _form(request, next_url, CSRF_MISMATCH, 403)
     token = form.get("key", "").strip()
     now = utcnow()
-    with session_scope(settings.database_url) as session:
-        key = db_auth.find_key(session=session, token=token) if token else None
-        if key is None or key.revoked_at is not None or key.user.disabled_at is not None:
-            problem = "that key is not valid (mistyped, revoked, or its user is disabled)"
-            return _form(request, next_url, problem, 401)
-        db_auth.purge_sessions(session=session, now=now)
-        _, cookie = db_auth.create_session(
-            session=session, key=key, lifetime=dt.timedelta(hours=settings.session_hours)
-        )
-        db_auth.touch_key(session=session, key_id=key.id, now=now)
+    key = db_auth.find_key(session=session, token=token) if token else None
+    if key is None or key.revoked_at is not None or key.user.disabled_at is not None:
+        problem = "that key is not valid (mistyped, revoked, or its user is disabled)"
+        return _form(request, next_url, problem, 401)
+    db_auth.purge_sessions(session=session, now=now)
+    _, cookie = db_auth.create_session(
+        session=session, key=key, lifetime=dt.timedelta(hours=settings.session_hours)
+    )
+    db_auth.touch_key(session=session, key_id=key.id, now=now)
     response = RedirectResponse(next_url, 303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -88,13 +89,12 @@ def signin(request: Request, settings: SettingsDep, form: FormFields) -> Respons
 
 @router.post("/signout", response_class=HTMLResponse)
 def signout(
-    request: Request, settings: SettingsDep, identity: PageIdentity, form: FormFields
+    request: Request, session: SessionDep, identity: PageIdentity, form: FormFields
 ) -> Response:
     if not csrf_ok(request, identity, form.get("csrf_token")):
         return refused(request, 403, CSRF_MISMATCH)
     if identity.session_token:
-        with session_scope(settings.database_url) as session:
-            db_auth.end_session(session=session, token=identity.session_token)
+        db_auth.end_session(session=session, token=identity.session_token)
     response = RedirectResponse(str(request.url_for("signin_form")), 303)
     response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
     return response

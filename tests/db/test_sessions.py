@@ -47,8 +47,9 @@ def test_sqlite_reads_do_not_wait_for_a_writer_but_writers_serialize(sqlite_url,
     writer = sqlite3.connect(tmp_path / "plateau.db", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
     writer.execute(
-        "INSERT INTO sweep (name, owner, source, spec, n_runs, software, created_at) "
-        "VALUES ('uncommitted', 'x', 'api', '{}', 0, '{}', '2026-12-01 00:00:00')"
+        "INSERT INTO sweep (name, owner_id, source, spec, n_runs, software, created_at) "
+        "SELECT 'uncommitted', id, 'api', '{}', 0, '{}', '2026-12-01 00:00:00' "
+        "FROM app_user WHERE name = 'me'"
     )
     started = time.monotonic()
     with read_scope(sqlite_url) as s:
