@@ -16,3 +16,13 @@ class LeaseLost(DBError):
 
 class SchemaNotCurrent(DBError):
     """The database schema is behind the code; the message says which command fixes it."""
+
+
+class SweepCancelled(DBError):
+    """A change that would undo a sweep's cancel (retrying its failed runs)."""
+
+    def __init__(self, sweep_id: int) -> None:
+        super().__init__(
+            f"sweep {sweep_id} is cancelled: its failed runs are not retried (submit it again)"
+        )
+        self.sweep_id = sweep_id

@@ -3,7 +3,7 @@
 Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
 Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
 `plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`,
-`plateau db rebuild-leaderboard`.
+`plateau db rebuild-leaderboard`, `plateau db prune-curves`.
 """
 
 from __future__ import annotations
@@ -367,7 +367,12 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
 
 
 @app.command()
-def dispatcher() -> None:
+def dispatcher(
+    metrics_port: int = typer.Option(
+        None, help="serve this dispatcher's Prometheus metrics on this port (default: none)"
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", help="interface of the metrics port"),
+) -> None:
     """Run a dispatcher: claim queued runs and execute them on the Ray cluster (RAY_ADDRESS)."""
     from db.migrate import ensure_current
     from service.dispatcher import Dispatcher, init_ray
@@ -375,6 +380,10 @@ def dispatcher() -> None:
     logging.basicConfig(level=logging.INFO)
     settings = get_settings()
     ensure_current(settings.database_url, migrate=False)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
     init_ray(settings)
     Dispatcher(settings).run()
 
@@ -424,6 +433,34 @@ def db_rebuild_leaderboard() -> None:
     with session_scope(settings.database_url) as session:
         n = rebuild_rollups(session=session)
     console.print(f"leaderboard rebuilt at {settings.database_url}: {n} rollup rows")
+
+
+@db_app.command("prune-curves")
+def db_prune_curves(
+    days: float = typer.Option(
+        None, help="age in days of the runs to thin (default: PLATEAU_CURVE_RETENTION_DAYS)"
+    ),
+) -> None:
+    """Thin the per-step curves of runs finished DAYS ago to their evaluation steps (the
+    results, probes and leaderboard stay); a dispatcher does it every
+    PLATEAU_MAINTENANCE_SECONDS when PLATEAU_CURVE_RETENTION_DAYS is set."""
+    from db.errors import DBError
+    from db.migrate import ensure_current
+    from service.maintenance import prune_curves
+
+    settings = get_settings()
+    days = days if days is not None else settings.curve_retention_days
+    if days is None or days <= 0:
+        raise fail("give --days N (N > 0) or set PLATEAU_CURVE_RETENTION_DAYS")
+    try:
+        ensure_current(settings.database_url, migrate=False)
+    except DBError as e:
+        raise fail(str(e)) from e
+    pruned = prune_curves(settings.database_url, days)
+    console.print(
+        f"curves of {pruned.runs} runs finished over {days:g} days ago thinned: "
+        f"{pruned.rows} per-step rows deleted"
+    )
 
 
 @app.command()

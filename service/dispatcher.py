@@ -18,7 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from db import queue
+from db.models import utcnow
 from db.session import session_scope
+from service.maintenance import maintain
+from service.metrics import CLAIM_LAG, RUNS_FINISHED
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class Dispatcher:
         self._capacity = capacity if capacity is not None else settings.capacity
         self.inflight: dict[Any, int] = {}  # Ray ObjectRef -> run id
         self._remote: Any = None
+        self._next_maintenance = 0.0  # time.monotonic() of the next upkeep: the first tick
 
     def capacity(self) -> int:
         """Concurrent runs: the cluster's CPUs (one CPU per run), unless fixed."""
@@ -107,6 +111,7 @@ class Dispatcher:
             requeued, failed = queue.reap_expired(session=session)
         if requeued or failed:
             log.warning("reaped expired leases: %d requeued, %d failed", requeued, failed)
+            RUNS_FINISHED.labels(outcome="expired").inc(failed)
         advance_all(self.settings)  # tell Optuna about finished trials, enqueue new ones
         free = self.capacity() - len(self.inflight)
         claims: list[queue.Claim] = []
@@ -118,17 +123,33 @@ class Dispatcher:
                     limit=free,
                     lease_seconds=self.settings.lease_seconds,
                 )
+        claimed_at = utcnow()
         for claim in claims:
+            if claim.queued_at is not None:
+                CLAIM_LAG.observe((claimed_at - claim.queued_at).total_seconds())
             self.inflight[self._submit(claim)] = claim.run_id
         if self.inflight:
             done, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
             for ref in done:
                 run_id = self.inflight.pop(ref)
                 try:
-                    log.info("run %s: %s", run_id, ray.get(ref))
+                    summary = ray.get(ref)
+                    log.info("run %s: %s", run_id, summary)
+                    RUNS_FINISHED.labels(outcome=summary.get("outcome", "unknown")).inc()
                 except Exception:  # the worker died; the lease expiry requeues the run
                     log.exception("Ray task of run %s failed", run_id)
+                    RUNS_FINISHED.labels(outcome="task_error").inc()
         return len(claims)
+
+    def maintain_if_due(self) -> None:
+        """Curve retention and rate-limit upkeep, every `maintenance_seconds`."""
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.settings.maintenance_seconds
+        pruned, purged = maintain(self.settings)
+        if pruned is not None and pruned.runs:
+            log.info("curves of %d old runs thinned (%d rows)", pruned.runs, pruned.rows)
 
     def run(
         self,
@@ -144,6 +165,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 self.tick()
+                self.maintain_if_due()
             except Exception:  # keep dispatching through database or Ray blips
                 log.exception("dispatcher tick failed")
             if on_tick is not None:

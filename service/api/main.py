@@ -6,12 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from db.errors import DBError, SchemaNotCurrent
 from db.migrate import ensure_current
-from service.api.routes import health, leaderboard, runs, studies, sweeps
+from service.api.errors import validation_error
+from service.api.guards import BodyGuard, SameOriginGuard
+from service.api.routes import health, leaderboard, metrics, runs, studies, sweeps
+from service.limits import LimitExceeded, limit_exceeded_handler
+from service.metrics import LatencyTimer
+from service.ratelimit import build_limiter
 from service.settings import Settings, get_settings
 from service.web import routes as web
 
@@ -39,13 +45,23 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
         title="plateau-bench", version="0.1.0", lifespan=lifespan, openapi_url="/openapi.json"
     )
     app.state.settings = settings
+    app.state.limiter = build_limiter(settings)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(studies.router, prefix=API_PREFIX)
     app.include_router(leaderboard.router, prefix=API_PREFIX)
     app.include_router(web.router)  # pages, at the root
+    app.include_router(metrics.router)  # /metrics, at the root as Prometheus expects
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
+    # Outermost last: the timer sees every answer, the origin check comes before the body.
+    app.add_middleware(
+        BodyGuard, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+    )
+    app.add_middleware(SameOriginGuard, trusted=settings.trusted_origin_list())
+    app.add_middleware(LatencyTimer)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(LimitExceeded, limit_exceeded_handler)
 
     @app.exception_handler(DBError)
     async def _db_error(request: Request, exc: DBError) -> JSONResponse:

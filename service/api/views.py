@@ -65,6 +65,7 @@ def run_public(run: Run) -> dict[str, Any]:
         finished_at=run.finished_at,
         error=run.error,
         summary=run_summary(run.config),
+        curves_pruned_at=run.curves_pruned_at,
     )
     if result is not None:
         fields.update(

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from db import queries
 from db.leaderboard import METRICS, devices_of_sweep
-from db.models import Study
-from service.api.deps import RunDep, SessionDep, SweepDep
+from db.models import MAX_ID, Study
+from service.api.deps import RunDep, SessionDep, StudyId, SweepDep
 from service.api.views import run_list_item, sweep_public
 from service.reports import METRIC_HELP, LeaderboardQuery, leaderboard_page, steps_text
 from workers.config import ARCH_INPUT_KINDS, TASK_INPUT_KIND
@@ -110,18 +110,23 @@ def run_view(request: Request, run: RunDep, session: SessionDep) -> HTMLResponse
     return templates.TemplateResponse(request, "run.html", context)
 
 
+def _run_id(text: str) -> bool:
+    # isdigit() alone admits other scripts' digits; ten digits bound int()'s work.
+    return text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= MAX_ID
+
+
 @router.get("/compare", response_class=HTMLResponse)
 def compare_view(
     request: Request,
     session: SessionDep,
-    runs: str = Query(..., description="comma-separated run ids, e.g. 3,7,12"),
+    runs: str = Query(..., max_length=1000, description="comma-separated run ids, e.g. 3,7,12"),
 ) -> HTMLResponse:
-    try:
-        ids = [int(part) for part in runs.split(",") if part.strip()]
-    except ValueError as e:
-        raise HTTPException(422, f"runs must be comma-separated run ids, got {runs!r}") from e
-    if not 1 <= len(ids) <= 20:
-        raise HTTPException(422, f"compare takes 1 to 20 runs, got {len(ids)}")
+    parts = [part.strip() for part in runs.split(",") if part.strip()]
+    if not 1 <= len(parts) <= 20:
+        raise HTTPException(422, f"compare takes 1 to 20 runs, got {len(parts)}")
+    if not all(_run_id(part) for part in parts):
+        raise HTTPException(422, f"runs must be comma-separated run ids, got {runs[:200]!r}")
+    ids = [int(part) for part in parts]
     found = [queries.get_run(session=session, run_id=i) for i in ids]
     missing = [i for i, r in zip(ids, found, strict=True) if r is None]
     if missing:
@@ -131,7 +136,7 @@ def compare_view(
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_view(request: Request, study_id: int, session: SessionDep) -> HTMLResponse:
+def study_view(request: Request, study_id: StudyId, session: SessionDep) -> HTMLResponse:
     study = session.get(Study, study_id)
     if study is None:
         raise HTTPException(404, f"study {study_id} not found")

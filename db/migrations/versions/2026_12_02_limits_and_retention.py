@@ -1,0 +1,40 @@
+"""rate-limit counters shared by API replicas; runs record when their curves were thinned
+
+Revision ID: 6e2f4a9c1d83
+Revises: 3b8d5c2a61f0
+Create Date: 2026-12-02 12:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from db.models import UTCDateTime
+
+revision: str = "6e2f4a9c1d83"
+down_revision: str | None = "3b8d5c2a61f0"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "rate_limit_counter",
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_limit_counter")),
+    )
+    op.create_index(op.f("ix_rate_limit_counter_expires_at"), "rate_limit_counter", ["expires_at"])
+    with op.batch_alter_table("run", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("curves_pruned_at", UTCDateTime(timezone=True), nullable=True)
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("run", schema=None) as batch_op:
+        batch_op.drop_column("curves_pruned_at")
+    op.drop_index(op.f("ix_rate_limit_counter_expires_at"), table_name="rate_limit_counter")
+    op.drop_table("rate_limit_counter")
