@@ -150,7 +150,7 @@ class SweepSpec(BaseModel):
         for i, arch in enumerate(self.architectures):
             for norm in self.normalization:
                 problem = compatibility_problem(self.task.name, arch.name, norm) or batch_problem(
-                    self.task, arch.name, norm, self.budget, self.probes
+                    self.task, arch.name, norm, self.budget
                 )
                 if problem:
                     raise ValueError(f"architectures[{i}] with normalization '{norm}': {problem}")

@@ -284,9 +284,7 @@ class StudySpec(BaseModel):
         for norm in self.search_space.normalization:
             problem = compatibility_problem(
                 self.task.name, self.architecture.name, norm
-            ) or batch_problem(
-                self.task, self.architecture.name, norm, self.fixed.budget, self.fixed.probes
-            )
+            ) or batch_problem(self.task, self.architecture.name, norm, self.fixed.budget)
             if problem:
                 raise ValueError(f"search_space.normalization '{norm}': {problem}")
         if self.pruner.name == "plateau" and self.objectives != ["steps_to_target"]:

@@ -616,9 +616,7 @@ class RunConfig(Strict):
     def _compatible(self) -> RunConfig:
         problem = compatibility_problem(
             self.task.name, self.architecture.name, self.normalization
-        ) or batch_problem(
-            self.task, self.architecture.name, self.normalization, self.budget, self.probes
-        )
+        ) or batch_problem(self.task, self.architecture.name, self.normalization, self.budget)
         if problem:
             raise ValueError(problem)
         if self.loss == "cross_entropy" and TASK_LOSS.get(self.task.name) == "mse":
@@ -661,27 +659,23 @@ def compatibility_problem(task: str, architecture: str, normalization: str) -> s
 BATCHNORM_1D_ARCHITECTURES = {"mlp", "resmlp"}
 
 
-def batch_problem(
-    task: Any, architecture: str, normalization: str, budget: Budget, probes: ProbeSpec
-) -> str | None:
-    """Why BatchNorm cannot train (or probe) on batches this small, or None."""
+def batch_problem(task: Any, architecture: str, normalization: str, budget: Budget) -> str | None:
+    """Why BatchNorm cannot train on batches this small, or None. (A probe's batch, the first
+    min(max_samples, n_train) >= 16 samples, is then never smaller.)"""
     if normalization != "batchnorm" or architecture not in BATCHNORM_1D_ARCHITECTURES:
         return None
     n_train = train_size(task)
-    batch = n_train if budget.full_batch else budget.batch_size
+    if budget.full_batch:
+        batch, source = n_train, f"full_batch over {n_train} training samples"
+    else:  # workers/train.py draws min(batch_size, n_train) samples per step
+        batch = budget.batch_size if n_train is None else min(budget.batch_size, n_train)
+        source = f"budget.batch_size {budget.batch_size}" + (
+            f" of a task with {n_train} training samples"
+            if n_train is not None and n_train < budget.batch_size
+            else ""
+        )
     if batch is not None and batch < 2:
-        source = (
-            f"full_batch over {n_train} training sample"
-            if budget.full_batch
-            else (f"budget.batch_size {batch}")
-        )
         return f"normalization 'batchnorm' needs batches of 2 or more samples; {source}"
-    probing = probes.at or probes.every is not None
-    if probing and probes.mode == "train" and n_train is not None and n_train < 2:
-        return (
-            f"probes.mode 'train' with normalization 'batchnorm' needs 2 or more training "
-            f"samples in the probe batch; the task has {n_train}"
-        )
     return None
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workers.config import RunConfig, train_size
+from workers.config import RunConfig, split_test_size, train_size
 
 SLICE_POINTS_2D = 11  # workers/probes/__init__.py: run_probes(slice_points_2d=11)
 SLICE_LINES = 4  # 1-D slices: a random direction, top and bottom eigenvectors, interpolation
@@ -58,7 +58,8 @@ def task_shape(task: Any) -> TaskShape | None:
     """The shape of a built-in task's data; None for a plugin's."""
     name = task.name
     if name == "digits":
-        return TaskShape((1, 8, 8), 10, None, 1797, 1)
+        n = train_size(task) + split_test_size(1797, task.test_fraction)
+        return TaskShape((1, 8, 8), 10, None, n, 1)
     if name == "teacher_student":
         return TaskShape((task.input_dim,), 1, None, task.n_train + task.n_test, 1)
     if name == "deep_linear":
@@ -178,7 +179,7 @@ def run_cost(config: RunConfig) -> RunCost:
     if shape is None or n_train is None:
         return RunCost(None, None, n_probes, None, None)
     parameters = parameter_count(config.architecture, config.normalization, shape)
-    batch = n_train if config.budget.full_batch else config.budget.batch_size
+    batch = n_train if config.budget.full_batch else min(config.budget.batch_size, n_train)
     if parameters is None:
         return RunCost(None, batch, n_probes, shape.elements, None)
     hvps, evaluations = probe_work(config)

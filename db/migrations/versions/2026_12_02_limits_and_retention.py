@@ -27,14 +27,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_limit_counter")),
     )
     op.create_index(op.f("ix_rate_limit_counter_expires_at"), "rate_limit_counter", ["expires_at"])
-    with op.batch_alter_table("run", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("curves_pruned_at", UTCDateTime(timezone=True), nullable=True)
-        )
+    # Plain ALTER TABLE on both backends (SQLite >= 3.35 drops columns too): a batch
+    # operation would copy `run` on SQLite, and dropping the old copy cascades to every
+    # table that references it (foreign keys are on), deleting all results.
+    op.add_column("run", sa.Column("curves_pruned_at", UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("run", schema=None) as batch_op:
-        batch_op.drop_column("curves_pruned_at")
+    op.drop_column("run", "curves_pruned_at")
     op.drop_index(op.f("ix_rate_limit_counter_expires_at"), table_name="rate_limit_counter")
     op.drop_table("rate_limit_counter")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
 
 from db.models import Study
+from db.session import session_scope
 from service import studies
 from service.api.deps import Offset, SessionDep, SettingsDep, StudyId
 from service.api.identity import request_team
@@ -31,9 +32,14 @@ def create_study(
     spec: StudySpec, session: SessionDep, settings: SettingsDep, request: Request
 ) -> dict[str, Any]:
     check_runs(study_runs(spec), settings)
-    # A study keeps `parallelism` trials queued or running at a time.
+    # A study keeps `parallelism` trials queued or running at a time. Checked in a
+    # transaction of its own: create_study lets Optuna write first, before `session` takes
+    # SQLite's write lock (so concurrent creations may pass by up to `parallelism` each).
     in_flight = min(spec.parallelism, spec.n_trials)
-    reserve_queue(session=session, settings=settings, team=request_team(request), adding=in_flight)
+    with session_scope(settings.database_url) as check:
+        reserve_queue(
+            session=check, settings=settings, team=request_team(request), adding=in_flight
+        )
     row = studies.create_study(session=session, spec=spec, settings=settings)
     return {
         "id": row.id,
