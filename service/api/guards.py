@@ -158,11 +158,14 @@ def json_depth(body: bytes) -> int:
 
 
 def _is_json(content_type: str | None) -> bool:
-    # FastAPI parses a body as JSON when it has no content type or a JSON one.
+    # The bodies FastAPI parses as JSON: application/json and application/*+json (with its
+    # default strict content type, a body without one is not parsed).
     if content_type is None:
-        return True
+        return False
     kind = content_type.split(";", 1)[0].strip().lower()
-    return kind.endswith("/json") or kind.endswith("+json")
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
 
 
 class BodyGuard:
