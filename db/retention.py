@@ -12,9 +12,10 @@ Each thinned run records `curves_pruned_at`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, cast
+import typing
+from typing import Any
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, Text, cast, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import TERMINAL_STATUSES, Run, RunMetric, utcnow
@@ -40,7 +41,7 @@ def prune_curves_batch(*, session: Session, finished_before: dt.datetime) -> tup
     if not runs:
         return 0, 0
     m = RunMetric
-    deleted = cast(
+    deleted = typing.cast(
         CursorResult[Any],
         session.execute(
             delete(m).where(
@@ -48,7 +49,8 @@ def prune_curves_batch(*, session: Session, finished_before: dt.datetime) -> tup
                 m.step > 0,
                 m.eval_loss.is_(None),
                 m.eval_accuracy.is_(None),
-                m.activation_stats.is_(None),
+                # SQL NULL or JSON null (what a row written with None holds)
+                func.coalesce(cast(m.activation_stats, Text), "null") == "null",
             )
         ),
     ).rowcount

@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.routing import Mount
 
 from db import queries
 from db.models import RUN_STATUSES, utcnow
@@ -139,8 +140,21 @@ class LatencyTimer:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
             REQUEST_LATENCY.labels(
-                method=scope["method"], route=template, status=f"{status // 100}xx"
+                method=scope["method"], route=route_template(scope), status=f"{status // 100}xx"
             ).observe(time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template with the prefixes of the routers it was included
+    under (FastAPI keeps an included route's own path, `/sweeps/{sweep_id}`, on the route):
+    the prefix is the request path's leading segments, literal in every router here."""
+    route: Any = scope.get("route")
+    own = getattr(route, "path", None)
+    if not own:
+        return "unmatched"
+    if isinstance(route, Mount):
+        return own
+    segments = scope["path"].split("/")
+    prefix = segments[: len(segments) - own.count("/")]
+    return "/".join(prefix) + own
