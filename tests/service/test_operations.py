@@ -27,8 +27,11 @@ from service.settings import Settings
 from tests.conftest import ROOT, plateau_cmd
 from tests.service.conftest import QUICK_SPEC
 from tests.service.live import live_server
-from tests.service.test_leaderboard import board, check, rollup  # noqa: F401 (a fixture)
+from tests.service import test_leaderboard
+from tests.service.test_leaderboard import check, rollup
 from tests.service.test_limits import STUDY
+
+board = test_leaderboard.board  # its fixture: two owners' finished sweeps
 
 
 def count(url: str, table: Any, *where: Any) -> int:
