@@ -25,9 +25,9 @@ from db.session import session_scope
 from service.api.main import create_app
 from service.settings import Settings
 from tests.conftest import ROOT, plateau_cmd
+from tests.service import test_leaderboard
 from tests.service.conftest import QUICK_SPEC
 from tests.service.live import live_server
-from tests.service import test_leaderboard
 from tests.service.test_leaderboard import check, rollup
 from tests.service.test_limits import STUDY
 
