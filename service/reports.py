@@ -83,9 +83,14 @@ class LeaderboardQuery(BaseModel):
     @field_validator("since")
     @classmethod
     def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
-        return value
+        try:  # 0001-01-01T00:00+14:00 is in year 0 in UTC: no datetime holds it
+            return value.astimezone(dt.UTC)
+        except OverflowError as e:
+            raise ValueError(f"{value.isoformat()} is outside the dates that UTC can hold") from e
 
     def filters(self) -> lb.Filters:
         return lb.Filters(
