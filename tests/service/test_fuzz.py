@@ -28,7 +28,6 @@ from db import queue
 from db.session import session_scope
 from service.api.main import create_app
 from service.settings import Settings
-from tests.conftest import ROOT
 from tests.service.conftest import QUICK_SPEC
 from tests.service.live import live_server
 from tests.service.test_limits import STUDY
@@ -109,8 +108,14 @@ def schemathesis(base: str, report: Path, options: list[str]) -> subprocess.Comp
         "--no-color",
         *options,
     ]  # fmt: skip
+    # Run from the report's folder: schemathesis keeps a cache (.schemathesis/) where it runs.
     return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ)
+        command,
+        cwd=report.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
     )
 
 

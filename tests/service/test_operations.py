@@ -315,6 +315,8 @@ def test_old_curves_are_thinned_to_their_evaluation_steps(client, migrated_url, 
         assert [a["step"] for a in run["activation_stats"]] == [0, 5]
         assert run["curves_pruned_at"] is not None and run["result"] == results[run_id]
         assert len(client.get(f"/api/v1/runs/{run_id}/probes").json()["data"]) == 1
+    assert "thinned to the evaluation steps" in client.get(f"/runs/{old[0]}").text
+    assert "thinned to" not in client.get(f"/runs/{recent}").text
     fresh = client.get(f"/api/v1/runs/{recent}").json()
     assert fresh["curves"]["step"] == list(range(10)) and fresh["curves_pruned_at"] is None
     assert prune_curves(migrated_url, days=30).runs == 0  # done once
