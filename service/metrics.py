@@ -130,6 +130,7 @@ class LatencyTimer:
             return
         started = time.perf_counter()
         status = 500  # what the client gets when the app raises before answering
+        root = scope.get("root_path", "")
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -141,20 +142,24 @@ class LatencyTimer:
             await self.app(scope, receive, sending)
         finally:
             REQUEST_LATENCY.labels(
-                method=scope["method"], route=route_template(scope), status=f"{status // 100}xx"
+                method=scope["method"],
+                route=route_template(scope, root),
+                status=f"{status // 100}xx",
             ).observe(time.perf_counter() - started)
 
 
-def route_template(scope: Scope) -> str:
+def route_template(scope: Scope, root: str = "") -> str:
     """The matched route's path template with the prefixes of the routers it was included
     under (FastAPI keeps an included route's own path, `/sweeps/{sweep_id}`, on the route):
-    the prefix is the request path's leading segments, literal in every router here."""
+    the prefix is the request path's leading segments, literal in every router here. A
+    mounted app (/static) shows as its mount point, which it added to the root path."""
     route: Any = scope.get("route")
     own = getattr(route, "path", None)
-    if not own:
-        return "unmatched"
     if isinstance(route, Mount):
-        return own
+        return own or "unmatched"
+    if not own:
+        mounted = scope.get("root_path", "")
+        return mounted[len(root) :] if mounted != root and mounted.startswith(root) else "unmatched"
     segments = scope["path"].split("/")
     prefix = segments[: len(segments) - own.count("/")]
     return "/".join(prefix) + own

@@ -135,6 +135,22 @@ def test_no_rate_limit_when_the_setting_is_empty(sqlite_client):
             assert client.post("/api/v1/sweeps", json=QUICK_SPEC).status_code == 201
 
 
+def test_a_long_identity_is_counted_under_its_hash():
+    from limits import parse_many
+    from limits.storage import MemoryStorage
+    from limits.strategies import FixedWindowRateLimiter
+
+    from service.ratelimit import SubmissionLimiter
+
+    storage = MemoryStorage()
+    limiter = SubmissionLimiter(parse_many("2/minute"), FixedWindowRateLimiter(storage))
+    who = "key:" + "k" * 200
+    assert [limiter.check(who) for _ in range(2)] == [None, None]
+    wait = limiter.check(who)
+    assert wait is not None and 1 <= wait <= 60
+    assert storage.storage and all(len(key) < 120 for key in storage.storage)
+
+
 def test_bad_rate_limit_settings_fail_at_start(migrated_url):
     from pydantic import ValidationError
 
@@ -216,6 +232,13 @@ def test_a_long_invalid_field_is_not_echoed_whole(sqlite_client):
         assert r.status_code == 422 and len(r.content) < 1000
         (error,) = r.json()["detail"]
         assert error["loc"] == ["body", "name"] and error["input"].endswith("(200,000 characters)")
+        r = client.post("/api/v1/sweeps", json=spec(optimizers={"lr": "9" * 1000}))
+        (error,) = r.json()["detail"]
+        assert error["input"].startswith('{"lr": "999') and error["input"].endswith(
+            "(1,010 characters)"
+        )
+        small = client.post("/api/v1/sweeps", json=spec(optimizers={"lr": 1})).json()["detail"]
+        assert small[0]["input"] == {"lr": 1}  # short inputs are echoed as they were
 
 
 def test_json_nested_too_deep_answers_422_before_parsing(make_client, migrated_url):
@@ -258,7 +281,9 @@ def test_chunked_bodies_are_counted_as_they_stream(sqlite_url):
     with live_server(app) as base, httpx.Client(base_url=base, timeout=10) as http:
         ok = http.post("/api/v1/sweeps", content=chunks(body), headers=JSON)  # chunked
         assert ok.status_code == 201, ok.text
-        big = http.post("/api/v1/sweeps", content=chunks(b"[" + b"1," * 3000 + b"1]"), headers=JSON)
+        # the last chunk crosses the limit: the client has sent all when the 413 comes
+        over = [b"[" + b"1," * 1999 + b"1]", b" " * 200]
+        big = http.post("/api/v1/sweeps", content=iter(over), headers=JSON)
         assert big.status_code == 413 and "more than 4,096 bytes" in big.json()["detail"]
         # a 50 MB upload is answered from its headers, before a byte of it is sent
         host, port = base.removeprefix("http://").split(":")
@@ -425,6 +450,7 @@ CROSS_SITE = [
     ({"origin": "http://testserver.evil.example"}, True),
     ({"origin": "http://testserver:8080"}, True),  # another port is another origin
     ({"origin": "not a url"}, True),
+    ({"origin": "http://[::1"}, True),  # not even parseable
     ({"sec-fetch-site": "cross-site"}, True),
     ({"sec-fetch-site": "same-site", "origin": "http://testserver"}, True),
     ({"referer": "https://evil.example/page"}, True),

@@ -324,7 +324,7 @@ def test_old_curves_are_thinned_to_their_evaluation_steps(client, migrated_url, 
     assert queued_or_running == 2 and prune_curves(migrated_url, days=0.000001).runs == 1
 
 
-def test_the_cli_prunes_curves_and_says_how_many(client, migrated_url):
+def test_the_cli_prunes_curves_and_says_how_many(client, migrated_url, tmp_path):
     runs = finished_runs(migrated_url, client, 2)
     with session_scope(migrated_url) as s:
         s.execute(
@@ -350,6 +350,9 @@ def test_the_cli_prunes_curves_and_says_how_many(client, migrated_url):
     assert out.returncode == 0 and "curves of 1 runs" in out.stdout
     out = plateau()
     assert out.returncode != 0 and "PLATEAU_CURVE_RETENTION_DAYS" in out.stderr
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    out = plateau("--days", "7", DATABASE_URL=empty)
+    assert out.returncode != 0 and "plateau db upgrade" in out.stderr
 
 
 def test_a_dispatcher_does_the_upkeep_on_its_schedule(client, migrated_url):
@@ -399,6 +402,7 @@ def test_metrics_report_the_queue_latencies_and_refusals(client, migrated_url):
     client.post("/api/v1/sweeps", json=QUICK_SPEC)
     client.get(f"/api/v1/sweeps/{sweep}")
     client.get("/api/v1/nowhere/at/all")
+    client.get("/static/plateau.css")
     before = client.get("/metrics").text
     refused = 'plateau_requests_refused_total{reason="cross_site"}'
     client.post(f"/api/v1/sweeps/{sweep}/cancel", headers={"origin": "https://evil.example"})
@@ -416,6 +420,7 @@ def test_metrics_report_the_queue_latencies_and_refusals(client, migrated_url):
         f'plateau_http_request_duration_seconds_count{{method="GET",{route},status="2xx"}}' in text
     )
     assert 'route="unmatched",status="4xx"' in text
+    assert 'route="/static",status="2xx"' in text
     assert "plateau_dispatcher_claim_lag_seconds_count" in text
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]
 
