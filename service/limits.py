@@ -111,8 +111,8 @@ def reserve_queue(*, session: Session, settings: Settings, team: str | None, add
     lock first (Postgres), held until the submission commits, so concurrent submissions of
     one team count each other."""
     queue.lock_queue(session=session, team=team)
-    # wired at merge: owners = the users of `team` (None counts every sweep: one team).
-    owners: Any = None
+    # wired at merge: the owners (users) of `team`; None counts every sweep (one team).
+    owners: list[str] | None = None
     unfinished = queries.count_unfinished_runs(session=session, owners=owners)
     if unfinished + adding > settings.max_queued_runs:
         raise LimitExceeded(
