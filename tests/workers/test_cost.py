@@ -113,7 +113,11 @@ def test_a_plugin_is_not_estimated():
     assert shape is not None and parameter_count(Unknown(), "none", shape) is None
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted([*EXAMPLES.glob("*.yaml"), *EXAMPLES.glob("validation/*.yaml")]),
+    ids=lambda p: p.name,
+)
 def test_every_example_is_far_inside_the_default_limits(path):
     from service.limits import check_runs, study_runs, sweep_runs
     from service.settings import Settings
