@@ -57,3 +57,13 @@ def database_unavailable(exc: BaseException) -> bool:
             orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
         )
     return False
+
+
+class SweepCancelled(DBError):
+    """A change that would undo a sweep's cancel (retrying its failed runs)."""
+
+    def __init__(self, sweep_id: int) -> None:
+        super().__init__(
+            f"sweep {sweep_id} is cancelled: its failed runs are not retried (submit it again)"
+        )
+        self.sweep_id = sweep_id

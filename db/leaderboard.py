@@ -372,23 +372,56 @@ def rebuild_rollups(*, session: Session) -> int:
     """Recompute every result_rollup and config_summary row from run_result, for results
     written or deleted outside complete_run (a bulk import, a sweep deleted by hand).
     Returns the number of rollup rows."""
-    r, k = RunResult, ResultRollup
+    k = ResultRollup
     if session.get_bind().dialect.name == "postgresql":
         # Results recorded meanwhile wait at their refresh's first write until this commits,
         # then redo their bucket from a snapshot that holds the rebuild. Readers go on.
         session.execute(text("LOCK TABLE result_rollup, config_summary IN EXCLUSIVE MODE"))
-        day: ColumnElement[Any] = cast(func.timezone("UTC", r.created_at), Date)
+    _rebuild(session, None)
+    return session.scalar(select(func.count()).select_from(k)) or 0
+
+
+def refresh_configurations(*, session: Session, config_keys: Collection[str]) -> None:
+    """Recompute every rollup row and the summary of these configurations from run_result:
+    after results of theirs were deleted (db.queue.delete_sweep). A configuration left
+    without counted results leaves the leaderboard. Other configurations are not touched.
+
+    On Postgres each key's refresh lock (refresh_rollup's) is taken first, in key order, so
+    a result of one of them recorded meanwhile waits and then refreshes from our rows."""
+    keys = sorted(set(config_keys))
+    if session.get_bind().dialect.name == "postgresql":
+        for key in keys:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                {"space": ROLLUP_LOCK, "key": zlib.crc32(key.encode()) - 2**31},
+            )
+    for i in range(0, len(keys), KEYS_PER_QUERY):
+        _rebuild(session, keys[i : i + KEYS_PER_QUERY])
+
+
+def _rebuild(session: Session, keys: Sequence[str] | None) -> None:
+    """Replace the rollup and summary rows of `keys` (all: None) by sums of run_result."""
+    r, k, c = RunResult, ResultRollup, ConfigSummary
+    day: ColumnElement[Any]
+    if session.get_bind().dialect.name == "postgresql":
+        day = cast(func.timezone("UTC", r.created_at), Date)
     else:  # SQLite keeps naive UTC text
         day = func.date(r.created_at)
     bucket = [expr.label(name) for name, expr in _bucket_keys().items()]
     bucket.append(day.label("day"))
-    s = _sums(Filters()).add_columns(*bucket).group_by(*bucket).subquery()
-    row = select(*(s.c[c.name] for c in k.__table__.columns))
-    session.execute(delete(k))
-    session.execute(insert(k).from_select([c.name for c in k.__table__.columns], row))
-    session.execute(delete(ConfigSummary))
-    _insert_summaries(session, _add_up(select(k).subquery()))
-    return session.scalar(select(func.count()).select_from(k)) or 0
+    sums = _sums(Filters()).add_columns(*bucket).group_by(*bucket)
+    rollups, summaries = delete(k), delete(c)
+    if keys is not None:
+        sums = sums.where(r.config_key.in_(keys))
+        rollups = rollups.where(k.config_key.in_(keys))
+        summaries = summaries.where(c.config_key.in_(keys))
+    s = sums.subquery()
+    row = select(*(s.c[col.name] for col in k.__table__.columns))
+    session.execute(rollups)
+    session.execute(insert(k).from_select([col.name for col in k.__table__.columns], row))
+    session.execute(summaries)
+    added = select(k) if keys is None else select(k).where(k.config_key.in_(keys))
+    _insert_summaries(session, _add_up(added.subquery()))
 
 
 def leaderboard(

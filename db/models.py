@@ -55,6 +55,8 @@ LEADERBOARD_COVERED = (
 # What a user may do: a viewer reads; a member also submits, and cancels (later deletes and
 # retries) its own sweeps and studies; an admin does everything, users and keys included.
 ROLES = ("viewer", "member", "admin")
+# Ids are INTEGER columns on every backend: a larger id names nothing (and would overflow).
+MAX_ID = 2**31 - 1
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
 TERMINAL_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
 
@@ -229,6 +231,8 @@ class Run(Base):
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # Set when db.retention.prune_curves thinned its per-step curve to the evaluation steps.
+    curves_pruned_at: Mapped[dt.datetime | None]
 
     sweep: Mapped[Sweep] = relationship(back_populates="runs")
     result: Mapped[RunResult | None] = relationship(back_populates="run", uselist=False)
@@ -411,3 +415,14 @@ class Probe(Base):
     grad_norm: Mapped[float | None] = mapped_column(Float)
     data: Mapped[dict[str, Any]]  # eigenvalue lists, residuals, density, slices, mode, cost
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class RateLimitCounter(Base):
+    """One fixed window of one rate limit for one identity (db/ratelimit.py): the count of
+    hits since the window opened, until `expires_at`. Shared by every API replica."""
+
+    __tablename__ = "rate_limit_counter"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int]
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

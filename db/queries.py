@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import TERMINAL_STATUSES, Probe, Run, RunMetric, RunResult, Sweep
+from db.models import TERMINAL_STATUSES, Probe, Run, RunMetric, RunResult, Sweep, User
 
 
 def get_sweep(*, session: Session, sweep_id: int) -> Sweep | None:
@@ -136,3 +137,26 @@ def results_of_sweep(*, session: Session, sweep_id: int) -> Sequence[tuple[Run, 
         .order_by(Run.grid_index)
     ).all()
     return [(r, res) for r, res in rows]
+
+
+def status_counts(*, session: Session) -> dict[str, int]:
+    """{status: runs} over every run (the queue's depth by status), in one GROUP BY."""
+    rows = session.execute(select(Run.status, func.count()).group_by(Run.status)).all()
+    return {status: n for status, n in rows}
+
+
+def oldest_queued_at(*, session: Session) -> dt.datetime | None:
+    return session.scalar(select(func.min(Run.queued_at)).where(Run.status == "queued"))
+
+
+def count_unfinished_runs(*, session: Session, owners: Collection[str] | None = None) -> int:
+    """Queued and running runs, of the sweeps of the users named `owners` (None: of every
+    sweep; one deployment is one team)."""
+    stmt = select(func.count()).select_from(Run).where(Run.status.in_(("queued", "running")))
+    if owners is not None:
+        stmt = (
+            stmt.join(Sweep, Sweep.id == Run.sweep_id)
+            .join(User, User.id == Sweep.owner_id)
+            .where(User.name.in_(owners))
+        )
+    return session.scalar(stmt) or 0

@@ -29,17 +29,20 @@ update more rows than asked). SQLite has no row locks: every transaction there b
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, delete, insert, or_, select, update
+from sqlalchemy import CursorResult, Result, delete, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from db.auth import legacy_user
-from db.errors import LeaseLost
-from db.leaderboard import COUNTED_OUTCOMES, refresh_rollup
-from db.models import Probe, Run, RunMetric, RunResult, Sweep, User, utcnow
+from db.errors import LeaseLost, SweepCancelled
+from db.leaderboard import COUNTED_OUTCOMES, refresh_configurations, refresh_rollup
+from db.models import Probe, ResultRollup, Run, RunMetric, RunResult, Sweep, User, utcnow
+
+QUEUE_LOCK = 7413  # first key of lock_queue's advisory locks (studies 7411, rollups 7412)
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -58,6 +61,7 @@ class Claim:
     lease_expires_at: dt.datetime
     study_id: int | None = None  # set for the runs of study trials
     trial_number: int | None = None
+    queued_at: dt.datetime | None = None  # for the dispatcher's claim-lag metric
 
 
 def enqueue_sweep(
@@ -154,6 +158,7 @@ class Reservation:
     config: dict[str, Any]
     study_id: int | None = None
     trial_number: int | None = None
+    queued_at: dt.datetime | None = None  # for the dispatcher's claim-lag metric
 
 
 def _free_queued(limit: int, now: dt.datetime) -> Any:
@@ -186,13 +191,17 @@ def reserve_runs(
         update(Run)
         .where(Run.id.in_(select(picked.c.id)))
         .values(lease_owner=dispatcher_id, lease_expires_at=now + dt.timedelta(seconds=seconds))
-        .returning(Run.id, Run.config, Run.study_id, Run.trial_number)
+        .returning(Run.id, Run.config, Run.study_id, Run.trial_number, Run.queued_at)
         .execution_options(synchronize_session=False)
     ).all()
     return sorted(
         (
             Reservation(
-                run_id=r.id, config=r.config, study_id=r.study_id, trial_number=r.trial_number
+                run_id=r.id,
+                config=r.config,
+                study_id=r.study_id,
+                trial_number=r.trial_number,
+                queued_at=r.queued_at,
             )
             for r in rows
         ),
@@ -291,7 +300,7 @@ def claim_runs(
             lease_expires_at=expires,
             started_at=now,
         )
-        .returning(Run.id, Run.attempts, Run.config, Run.study_id, Run.trial_number)
+        .returning(Run.id, Run.attempts, Run.config, Run.study_id, Run.trial_number, Run.queued_at)
         .execution_options(synchronize_session=False)
     ).all()
     return sorted(
@@ -303,6 +312,7 @@ def claim_runs(
                 lease_expires_at=expires,
                 study_id=r.study_id,
                 trial_number=r.trial_number,
+                queued_at=r.queued_at,
             )
             for r in rows
         ),
@@ -455,3 +465,85 @@ def cancel_sweep(*, session: Session, sweep_id: int) -> int:
             .execution_options(synchronize_session=False)
         )
     )
+
+
+def lock_queue(*, session: Session, team: str | None) -> None:
+    """Make one team's submissions take turns until this transaction ends, so the count of
+    unfinished runs each checks against its limit includes the ones before it (Postgres;
+    SQLite's write transactions already take turns)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :key)"),
+            {"space": QUEUE_LOCK, "key": zlib.crc32((team or "").encode()) - 2**31},
+        )
+
+
+def _lock_sweep(session: Session, sweep_id: int) -> Sweep | None:
+    # FOR UPDATE: a cancel (which updates this row first), a retry and a delete of one sweep
+    # take turns (Postgres; SQLite's writers already do).
+    return session.scalars(select(Sweep).where(Sweep.id == sweep_id).with_for_update()).first()
+
+
+@dataclass(frozen=True)
+class Deleted:
+    runs: int
+    configurations: int  # leaderboard configurations whose sums were recomputed
+
+
+def delete_sweep(*, session: Session, sweep_id: int) -> Deleted | None:
+    """Delete a sweep with its runs and their curves, probes and results (the foreign keys
+    cascade), then recompute the leaderboard sums of the configurations it had results in.
+    None when there is no such sweep.
+
+    A worker still running one of its runs loses its lease: its next write finds no run and
+    raises LeaseLost, so it stops. The runs are locked first, so a result being recorded
+    concurrently either commits before (and its configuration is recomputed) or finds its
+    run gone."""
+    if _lock_sweep(session, sweep_id) is None:
+        return None
+    run_ids = select(Run.id).where(Run.sweep_id == sweep_id)
+    n_runs = len(session.scalars(run_ids.with_for_update()).all())
+    keys = set(session.scalars(select(RunResult.config_key).where(RunResult.run_id.in_(run_ids))))
+    keys.update(
+        session.scalars(select(ResultRollup.config_key).where(ResultRollup.sweep_id == sweep_id))
+    )
+    session.execute(delete(Sweep).where(Sweep.id == sweep_id))
+    refresh_configurations(session=session, config_keys=keys)
+    return Deleted(runs=n_runs, configurations=len(keys))
+
+
+def retry_failed_runs(*, session: Session, sweep_id: int, extra_attempts: int) -> int:
+    """Queue a sweep's failed runs again, each allowed `extra_attempts` more claims; returns
+    how many. Attempt numbers go on from where they were (they fence writes, so they never
+    repeat), and the failed attempt's result, curves and probes are deleted (a failed result
+    is not counted on the leaderboard, so its sums stay as they are).
+
+    Raises SweepCancelled for a cancelled sweep: retrying would undo the cancel."""
+    sweep = _lock_sweep(session, sweep_id)
+    if sweep is None:
+        return 0
+    if sweep.cancelled_at is not None:
+        raise SweepCancelled(sweep_id)
+    failed = select(Run.id).where(Run.sweep_id == sweep_id, Run.status == "failed")
+    ids = session.scalars(failed.with_for_update()).all()
+    if not ids:
+        return 0
+    session.execute(delete(RunResult).where(RunResult.run_id.in_(ids)))
+    session.execute(delete(RunMetric).where(RunMetric.run_id.in_(ids)))
+    session.execute(delete(Probe).where(Probe.run_id.in_(ids)))
+    session.execute(
+        update(Run)
+        .where(Run.id.in_(ids))
+        .values(
+            status="queued",
+            max_attempts=Run.attempts + extra_attempts,
+            queued_at=utcnow(),
+            started_at=None,
+            finished_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return len(ids)

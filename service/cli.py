@@ -3,9 +3,9 @@
 Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
 Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
 `plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`,
-`plateau db rebuild-leaderboard`. Identities (on the database directly): `plateau users
-create|list|update`, `plateau keys create|list|revoke|generate`, `plateau audit`; the HTTP
-commands send the key in PLATEAU_API_KEY.
+`plateau db rebuild-leaderboard`, `plateau db prune-curves`. Identities (on the database
+directly): `plateau users create|list|update`, `plateau keys create|list|revoke|generate`,
+`plateau audit`; the HTTP commands send the key in PLATEAU_API_KEY.
 """
 
 from __future__ import annotations
@@ -422,6 +422,10 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
 
 @app.command()
 def dispatcher(
+    metrics_port: int = typer.Option(
+        None, help="serve this dispatcher's Prometheus metrics on this port (default: none)"
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", help="interface of the metrics port"),
     dispatcher_id: str = typer.Option(
         None, "--id", hidden=True, help="keep this id (the process restarting itself)"
     ),
@@ -452,12 +456,18 @@ def dispatcher(
     except DBError as e:
         raise fail(str(e)) from e
     dispatcher_id = dispatcher_id or new_dispatcher_id()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
 
     def restart(e: RayUnavailable) -> None:
         # A Ray driver cannot join a restarted cluster: start afresh, as the same dispatcher.
         log.warning("Ray cluster lost (%s): restarting this dispatcher to join it again", e)
         logging.shutdown()
         argv = [sys.executable, "-m", "service.cli", "dispatcher", "--id", dispatcher_id]
+        if metrics_port is not None:
+            argv += ["--metrics-port", str(metrics_port), "--metrics-host", metrics_host]
         os.execv(sys.executable, argv)
 
     worker = Dispatcher(settings, worker_id=dispatcher_id, on_ray_lost=restart)
@@ -704,6 +714,34 @@ def audit(
             )  # fmt: skip
     table.caption = f"{len(rows)} of {count}"
     console.print(table)
+
+
+@db_app.command("prune-curves")
+def db_prune_curves(
+    days: float = typer.Option(
+        None, help="age in days of the runs to thin (default: PLATEAU_CURVE_RETENTION_DAYS)"
+    ),
+) -> None:
+    """Thin the per-step curves of runs finished DAYS ago to their evaluation steps (the
+    results, probes and leaderboard stay); a dispatcher does it every
+    PLATEAU_MAINTENANCE_SECONDS when PLATEAU_CURVE_RETENTION_DAYS is set."""
+    from db.errors import DBError
+    from db.migrate import ensure_current
+    from service.maintenance import prune_curves
+
+    settings = get_settings()
+    days = days if days is not None else settings.curve_retention_days
+    if days is None or days <= 0:
+        raise fail("give --days N (N > 0) or set PLATEAU_CURVE_RETENTION_DAYS")
+    try:
+        ensure_current(settings.database_url, migrate=False)
+    except DBError as e:
+        raise fail(str(e)) from e
+    pruned = prune_curves(settings.database_url, days)
+    console.print(
+        f"curves of {pruned.runs} runs finished over {days:g} days ago thinned: "
+        f"{pruned.rows} per-step rows deleted"
+    )
 
 
 @app.command()

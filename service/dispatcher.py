@@ -38,7 +38,10 @@ from typing import Any, TypeVar
 
 from db import queue
 from db.errors import database_unavailable
+from db.models import utcnow
 from db.session import masked_url, session_scope
+from service.maintenance import maintain
+from service.metrics import CLAIM_LAG, RUNS_FINISHED
 from service.raycluster import cluster_state, init_ray
 from service.settings import Settings
 
@@ -124,6 +127,7 @@ class Dispatcher:
         self.inflight: dict[Any, int] = {}  # Ray ObjectRef -> run id
         self._remote: Any = None
         self._on_ray_lost = on_ray_lost
+        self._next_maintenance = 0.0  # time.monotonic() of the next upkeep: the first tick
 
     def _submit(self, reservation: queue.Reservation, gpus: float) -> Any:
         import ray
@@ -170,12 +174,18 @@ class Dispatcher:
             run_id = self.inflight.pop(ref)
             finished.append(run_id)
             try:
-                log.info("run %s: %s", run_id, ray.get(ref))
+                summary = ray.get(ref)
+                log.info("run %s: %s", run_id, summary)
+                if summary.get("started"):  # a reservation gone before it started: no run
+                    RUNS_FINISHED.labels(outcome=summary.get("outcome", "unknown")).inc()
             except (ray.exceptions.LocalRayletDiedError, ray.exceptions.RaySystemError) as e:
+                RUNS_FINISHED.labels(outcome="task_error").inc()
                 lost = RayUnavailable(f"the task of run {run_id} was lost: {_first_line(e)}")
             except ray.exceptions.RayTaskError as e:  # the task raised (e.g. its worker's config)
+                RUNS_FINISHED.labels(outcome="task_error").inc()
                 log.error("Ray task of run %s failed: %s", run_id, _first_line(e.cause or e))
             except Exception as e:  # worker process died; the lease (if any) requeues the run
+                RUNS_FINISHED.labels(outcome="task_error").inc()
                 log.warning("Ray task of run %s ended abnormally: %s", run_id, _first_line(e))
         with session_scope(self.db_url) as session:
             # Only runs still queued under our reservation: a started run keeps its lease.
@@ -213,6 +223,7 @@ class Dispatcher:
             requeued, failed = queue.reap_expired(session=session)
         if requeued or failed:
             log.warning("reaped expired leases: %d requeued, %d failed", requeued, failed)
+            RUNS_FINISHED.labels(outcome="expired").inc(failed)
         advance_all(self.settings)  # tell Optuna about finished trials, enqueue new ones
         self._collect()
         room, gpus = self._room()
@@ -225,7 +236,10 @@ class Dispatcher:
                 limit=room,
                 seconds=self.settings.lease_seconds,
             )
+        handed_at = utcnow()
         for reservation in reservations:
+            if reservation.queued_at is not None:
+                CLAIM_LAG.observe((handed_at - reservation.queued_at).total_seconds())
             self.inflight[self._submit(reservation, gpus)] = reservation.run_id
         return len(reservations)
 
@@ -233,6 +247,16 @@ class Dispatcher:
         """Give back every reservation this dispatcher id holds (at start and at stop)."""
         with session_scope(self.db_url) as session:
             return queue.release_reservations(session=session, dispatcher_id=self.worker_id)
+
+    def maintain_if_due(self) -> None:
+        """Curve retention and rate-limit upkeep, every `maintenance_seconds`."""
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.settings.maintenance_seconds
+        pruned, purged = maintain(self.settings)
+        if pruned is not None and pruned.runs:
+            log.info("curves of %d old runs thinned (%d rows)", pruned.runs, pruned.rows)
 
     def run(
         self,
@@ -249,6 +273,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 self.tick()
+                self.maintain_if_due()
                 if on_tick is not None:
                     on_tick()
                 if until is not None and until():

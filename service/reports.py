@@ -24,8 +24,10 @@ from sqlalchemy.orm import Session
 
 from db import leaderboard as lb
 from db import queries
+from db.models import MAX_ID
 from service.api.views import result_dict, run_public, run_summary
 from service.schemas import ProbePublic, RunDetail
+from service.spec import Label
 
 Metric = Literal[
     "steps",
@@ -56,8 +58,8 @@ class LeaderboardQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: str | None = Field(None, max_length=64, description="e.g. digits")
-    architecture: str | None = Field(None, max_length=64, description="e.g. mlp")
+    task: Label | None = Field(None, max_length=64, description="e.g. digits")
+    architecture: Label | None = Field(None, max_length=64, description="e.g. mlp")
     metric: Metric = Field("steps", description="the ranking: " + "; ".join(METRIC_HELP))
     order: Literal["asc", "desc"] | None = Field(
         None, description="default: the metric's better direction first"
@@ -65,11 +67,11 @@ class LeaderboardQuery(BaseModel):
     since: dt.datetime | None = Field(
         None, description="only results recorded since (ISO date or datetime; UTC if naive)"
     )
-    sweep: int | None = Field(None, ge=1, description="only runs of this sweep")
-    owner: str | None = Field(None, max_length=200, description="only sweeps of this owner")
-    torch_version: str | None = Field(None, max_length=32, description="e.g. 2.13.0")
-    device: str | None = Field(None, max_length=32, description="cpu or cuda")
-    offset: int = Field(0, ge=0)
+    sweep: int | None = Field(None, ge=1, le=MAX_ID, description="only runs of this sweep")
+    owner: Label | None = Field(None, max_length=200, description="only sweeps of this owner")
+    torch_version: Label | None = Field(None, max_length=32, description="e.g. 2.13.0")
+    device: Label | None = Field(None, max_length=32, description="cpu or cuda")
+    offset: int = Field(0, ge=0, le=MAX_ID)
     limit: int = Field(50, ge=1, le=1000)
 
     @field_validator("*", mode="before")
@@ -81,9 +83,14 @@ class LeaderboardQuery(BaseModel):
     @field_validator("since")
     @classmethod
     def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
-        return value
+        try:  # 0001-01-01T00:00+14:00 is in year 0 in UTC: no datetime holds it
+            return value.astimezone(dt.UTC)
+        except OverflowError as e:
+            raise ValueError(f"{value.isoformat()} is outside the dates that UTC can hold") from e
 
     def filters(self) -> lb.Filters:
         return lb.Filters(

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from db.models import RUN_STATUSES
 from service.spec import SweepSpec
 
 SweepCreate = SweepSpec
+RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
+assert get_args(RunStatus) == RUN_STATUSES
 
 
 class SweepCreated(BaseModel):
     id: int
     runs: int
     url: str
+
+
+class SweepDeleted(BaseModel):
+    id: int
+    runs: int  # runs deleted with it
+    configurations: int  # leaderboard configurations whose sums were recomputed
+
+
+class SweepRetried(BaseModel):
+    id: int
+    requeued: int  # failed runs queued again
 
 
 class SweepPublic(BaseModel):
@@ -65,6 +79,8 @@ class RunPublic(BaseModel):
     finished_at: dt.datetime | None
     error: str | None
     summary: dict[str, Any]  # short names of the axes: optimizer, init, architecture, ...
+    # When its per-step curve was thinned to the evaluation steps (PLATEAU_CURVE_RETENTION_DAYS)
+    curves_pruned_at: dt.datetime | None = None
     final_loss: float | None = None
     test_accuracy: float | None = None
     reached_target: bool | None = None

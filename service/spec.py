@@ -9,11 +9,12 @@ device, threads, dtype, owner, max_attempts). Axis entries may be written short:
 from __future__ import annotations
 
 import itertools
+import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.config import (
     TASK_LOSS,
@@ -28,6 +29,7 @@ from workers.config import (
     ProbeSpec,
     RunConfig,
     Target,
+    batch_problem,
     compatibility_problem,
     named_entry,
 )
@@ -45,6 +47,22 @@ class SpecError(ValueError):
     """A spec file that cannot be read or parsed (the CLI prints it and exits 2)."""
 
 
+def printable(value: str) -> str:
+    """A one-line text a database column and a page can hold: no control characters (NUL
+    included: PostgreSQL's text refuses it) and no lone surrogates (not UTF-8)."""
+    for i, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(
+                f"must not contain control characters or lone surrogates; found "
+                f"{ascii(char)} at position {i}"
+            )
+    return value
+
+
+# Free text a person chooses (names, owners, filters): printable, one line.
+Label = Annotated[str, AfterValidator(printable)]
+
+
 def grid_limit() -> int:
     from service.settings import get_settings
 
@@ -54,10 +72,10 @@ def grid_limit() -> int:
 class SweepSpec(BaseModel):
     """A sweep request. The grid is the Cartesian product of the list-valued axes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(min_length=1, max_length=200)
-    owner: str | None = Field(
+    name: Label = Field(min_length=1, max_length=200)
+    owner: Label | None = Field(
         None,
         min_length=1,
         max_length=200,
@@ -137,7 +155,9 @@ class SweepSpec(BaseModel):
             )
         for i, arch in enumerate(self.architectures):
             for norm in self.normalization:
-                problem = compatibility_problem(self.task.name, arch.name, norm)
+                problem = compatibility_problem(self.task.name, arch.name, norm) or batch_problem(
+                    self.task, arch.name, norm, self.budget
+                )
                 if problem:
                     raise ValueError(f"architectures[{i}] with normalization '{norm}': {problem}")
         size, limit = self.grid_size(), grid_limit()
@@ -169,30 +189,39 @@ class SweepSpec(BaseModel):
 
     def expand(self) -> list[RunConfig]:
         """One RunConfig per grid point, in a stable order (architectures vary slowest)."""
-        shared = {
-            "task": self.task,
-            "budget": self.budget,
-            "target": self.target,
-            "loss": self.loss,
-            "divergence": self.divergence,
-            "plateau": self.plateau,
-            "probes": self.probes,
-            "device": self.device,
-            "threads": self.threads,
-            "dtype": self.dtype,
-        }
         return [
-            RunConfig(
-                architecture=arch,
-                normalization=norm,
-                optimizer=opt,
-                init=init,
-                grad_clip=clip,
-                seed=seed,
-                **shared,
-            )
+            self.run_config(arch, norm, opt, init, clip, seed)
             for arch, norm, opt, init, clip, seed in itertools.product(*self.axes().values())
         ]
+
+    def run_config(
+        self,
+        arch: Any,
+        norm: Normalization,
+        opt: Any = None,
+        init: Any = None,
+        clip: GradClip | None = None,
+        seed: int | None = None,
+    ) -> RunConfig:
+        """The run at one grid point; axes left out take their first value."""
+        return RunConfig(
+            architecture=arch,
+            normalization=norm,
+            optimizer=self.optimizers[0] if opt is None else opt,
+            init=self.inits[0] if init is None else init,
+            grad_clip=clip,
+            seed=self.seeds[0] if seed is None else seed,
+            task=self.task,
+            budget=self.budget,
+            target=self.target,
+            loss=self.loss,
+            divergence=self.divergence,
+            plateau=self.plateau,
+            probes=self.probes,
+            device=self.device,
+            threads=self.threads,
+            dtype=self.dtype,
+        )
 
 
 def load_spec_document(path: str | Path) -> dict[str, Any]:

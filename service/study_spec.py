@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.spec import Label
 from workers.config import (
     Budget,
     DefaultInit,
@@ -33,6 +34,7 @@ from workers.config import (
     ProbeSpec,
     RunConfig,
     Target,
+    batch_problem,
     compatibility_problem,
     named_entry,
     names_of,
@@ -56,7 +58,7 @@ SINGLE_OBJECTIVE_SAMPLERS = {"cmaes"}
 class LogRange(BaseModel):
     """A log-uniform range [low, high] with 0 < low < high; written as a 2-list."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     low: float = Field(gt=0)
     high: float = Field(gt=0)
 
@@ -77,7 +79,7 @@ class LogRange(BaseModel):
 
 
 class SearchSpace(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     init: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     init_scale: LogRange | None = None
@@ -117,7 +119,7 @@ class SearchSpace(BaseModel):
 class Fixed(BaseModel):
     """Settings every trial shares; `init` is also the baseline the best trial is compared to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     optimizer: OptimizerConfig
     budget: Budget = Field(default_factory=Budget)
@@ -137,7 +139,7 @@ class Fixed(BaseModel):
 
 
 class SamplerSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"
     seed: int = Field(0, ge=0, lt=2**31)
     grid_points: int = Field(4, ge=2, le=50, description="values per range for the grid sampler")
@@ -152,7 +154,7 @@ class PrunerSpec(BaseModel):
     `slack` times the best complete trial's steps to target (rule and why in workers/trial.py).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: Literal["none", "median", "hyperband", "plateau"] = "none"
     n_startup_trials: int = Field(5, ge=0)
     n_warmup_steps: int = Field(0, ge=0)
@@ -187,7 +189,7 @@ class FixedTrial(BaseModel):
     Parameters left out are sampled; `grad_clip: null` (or "none") means no clipping.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     init: str | None = None
     init_scale: float | None = Field(None, gt=0)
     grad_clip: Literal["norm", "value", "none"] | None = None
@@ -238,10 +240,10 @@ class FixedTrial(BaseModel):
 
 
 class StudySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(min_length=1, max_length=200)
-    owner: str | None = Field(
+    name: Label = Field(min_length=1, max_length=200)
+    owner: Label | None = Field(
         None,
         min_length=1,
         max_length=200,
@@ -286,7 +288,9 @@ class StudySpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
         for norm in self.search_space.normalization:
-            problem = compatibility_problem(self.task.name, self.architecture.name, norm)
+            problem = compatibility_problem(
+                self.task.name, self.architecture.name, norm
+            ) or batch_problem(self.task, self.architecture.name, norm, self.fixed.budget)
             if problem:
                 raise ValueError(f"search_space.normalization '{norm}': {problem}")
         if self.pruner.name == "plateau" and self.objectives != ["steps_to_target"]:

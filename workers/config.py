@@ -24,9 +24,10 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class Strict(BaseModel):
-    """Base for config models: unknown fields are errors, not silently ignored."""
+    """Base for config models: unknown fields are errors, not silently ignored, and numbers
+    are finite (JSON has no inf or NaN; Python's parser accepts `Infinity` all the same)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- tasks -----------------------------------------------------------------------------
@@ -43,7 +44,11 @@ class DigitsTask(Strict):
 
     @model_validator(mode="after")
     def _split_fits(self) -> DigitsTask:
-        available = 1797 - max(1, round(1797 * self.test_fraction))
+        available = 1797 - split_test_size(1797, self.test_fraction)
+        if available < 1:
+            raise ValueError(
+                f"test_fraction={self.test_fraction} leaves no training samples of the 1797"
+            )
         if self.n_train is not None and self.n_train > available:
             raise ValueError(
                 f"n_train={self.n_train} exceeds the {available} training samples left by "
@@ -80,6 +85,15 @@ class DeepLinearTask(Strict):
                 f"singular_values has {len(self.singular_values)} entries; at most "
                 f"min(input_dim, output_dim) = {min(self.input_dim, self.output_dim)} allowed"
             )
+        # Each split is whitened by its own centred covariance, of rank at most n - 1: with
+        # n <= input_dim some directions are scaled by 1/sqrt(1e-12) instead of whitened.
+        for split in ("n_train", "n_test"):
+            n = getattr(self, split)
+            if n <= self.input_dim:
+                raise ValueError(
+                    f"{split}={n} samples cannot be whitened in input_dim={self.input_dim} "
+                    f"dimensions: needs {split} > input_dim"
+                )
         return self
 
 
@@ -115,6 +129,33 @@ class ModularAdditionTask(Strict):
     name: Literal["modular_addition"] = "modular_addition"
     p: int = Field(23, ge=2, le=512)
     train_fraction: float = Field(0.5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _split_fits(self) -> ModularAdditionTask:
+        pairs = self.p**2
+        if pairs - split_test_size(pairs, 1 - self.train_fraction) < 1:
+            raise ValueError(
+                f"train_fraction={self.train_fraction} of the p^2 = {pairs} pairs (p={self.p}) "
+                f"leaves no training pair; it needs train_fraction > {0.5 / pairs:.3g}"
+            )
+        return self
+
+
+def split_test_size(n: int, test_fraction: float) -> int:
+    """Size of the test split of n samples (workers/tasks.py: `_split`): never empty."""
+    return max(1, int(round(n * test_fraction)))
+
+
+def train_size(task: Any) -> int | None:
+    """Training samples of a built-in task (what `create_task` builds); None for plugins."""
+    name = getattr(task, "name", None)
+    if name == "digits":
+        return task.n_train or 1797 - split_test_size(1797, task.test_fraction)
+    if name == "modular_addition":
+        return task.p**2 - split_test_size(task.p**2, 1 - task.train_fraction)
+    if name in ("teacher_student", "deep_linear", "parity", "spirals"):
+        return int(task.n_train)
+    return None
 
 
 BUILTIN_TASKS: tuple[type[BaseModel], ...] = (
@@ -573,7 +614,9 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:
-        problem = compatibility_problem(self.task.name, self.architecture.name, self.normalization)
+        problem = compatibility_problem(
+            self.task.name, self.architecture.name, self.normalization
+        ) or batch_problem(self.task, self.architecture.name, self.normalization, self.budget)
         if problem:
             raise ValueError(problem)
         if self.loss == "cross_entropy" and TASK_LOSS.get(self.task.name) == "mse":
@@ -608,6 +651,31 @@ def compatibility_problem(task: str, architecture: str, normalization: str) -> s
             f"normalization '{normalization}' is not offered for architecture "
             f"'{architecture}'; expected one of: {', '.join(sorted(allowed))}"
         )
+    return None
+
+
+# Architectures whose BatchNorm is BatchNorm1d over (batch, features): in training mode it
+# needs two samples or more ("Expected more than 1 value per channel when training").
+BATCHNORM_1D_ARCHITECTURES = {"mlp", "resmlp"}
+
+
+def batch_problem(task: Any, architecture: str, normalization: str, budget: Budget) -> str | None:
+    """Why BatchNorm cannot train on batches this small, or None. (A probe's batch, the first
+    min(max_samples, n_train) >= 16 samples, is then never smaller.)"""
+    if normalization != "batchnorm" or architecture not in BATCHNORM_1D_ARCHITECTURES:
+        return None
+    n_train = train_size(task)
+    if budget.full_batch:
+        batch, source = n_train, f"full_batch over {n_train} training samples"
+    else:  # workers/train.py draws min(batch_size, n_train) samples per step
+        batch = budget.batch_size if n_train is None else min(budget.batch_size, n_train)
+        source = f"budget.batch_size {budget.batch_size}" + (
+            f" of a task with {n_train} training samples"
+            if n_train is not None and n_train < budget.batch_size
+            else ""
+        )
+    if batch is not None and batch < 2:
+        return f"normalization 'batchnorm' needs batches of 2 or more samples; {source}"
     return None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from workers.config import TASK_INPUT_KIND
+from workers.config import TASK_INPUT_KIND, split_test_size
 from workers.errors import UnknownName
 from workers.plugins import load_build, task_plugins
 
@@ -53,7 +53,7 @@ class TaskData:
 
 def _split(x: Tensor, y: Tensor, test_fraction: float, gen: torch.Generator):
     perm = torch.randperm(len(x), generator=gen)
-    n_test = max(1, int(round(len(x) * test_fraction)))
+    n_test = split_test_size(len(x), test_fraction)
     test, train = perm[:n_test], perm[n_test:]
     return x[train], y[train], x[test], y[test]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from db import queries
-from db.models import Run, Sweep
+from db.models import MAX_ID, Run, Sweep
 from db.session import open_session
 from service.settings import Settings
 
@@ -50,15 +50,21 @@ def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
 # scope="function": the cleanup above (the commit) runs before the response is sent.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
+# Ids and offsets past the database's INTEGER answer 422 instead of overflowing in SQL.
+SweepId = Annotated[int, Path(ge=1, le=MAX_ID, description="a sweep's id")]
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a run's id")]
+StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="a study's id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
 
-def get_sweep(sweep_id: int, session: SessionDep) -> Sweep:
+
+def get_sweep(sweep_id: SweepId, session: SessionDep) -> Sweep:
     sweep = queries.get_sweep(session=session, sweep_id=sweep_id)
     if sweep is None:
         raise HTTPException(404, f"sweep {sweep_id} not found")
     return sweep
 
 
-def get_run(run_id: int, session: SessionDep) -> Run:
+def get_run(run_id: RunId, session: SessionDep) -> Run:
     run = queries.get_run(session=session, run_id=run_id)
     if run is None:
         raise HTTPException(404, f"run {run_id} not found")

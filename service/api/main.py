@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -13,7 +14,22 @@ from db.migrate import ensure_current
 from service import auth
 from service.api.auth import SignInRequired, api_identity, page_identity
 from service.api.errors import install_error_handlers
-from service.api.routes import audit, health, keys, leaderboard, runs, studies, sweeps, users
+from service.api.guards import BodyGuard, SameOriginGuard
+from service.api.routes import (
+    audit,
+    health,
+    keys,
+    leaderboard,
+    metrics,
+    runs,
+    studies,
+    sweeps,
+    users,
+)
+from service.api.validation import validation_error
+from service.limits import LimitExceeded, limit_exceeded_handler
+from service.metrics import LatencyTimer
+from service.ratelimit import build_limiter
 from service.settings import Settings, get_settings
 from service.web import routes as web
 from service.web import signin
@@ -43,7 +59,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
         title="plateau-bench", version="0.1.0", lifespan=lifespan, openapi_url="/openapi.json"
     )
     app.state.settings = settings
-    # With auth on, everything but health and readiness needs a key (viewers included).
+    app.state.limiter = build_limiter(settings)
+    # With auth on, everything but health, readiness and metrics needs a key (viewers too).
     readers = [Depends(api_identity)]
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX, dependencies=readers)
@@ -55,7 +72,16 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(signin.router)  # the sign-in page needs no session
     app.include_router(web.router, dependencies=[Depends(page_identity)])  # pages, at the root
+    app.include_router(metrics.router)  # /metrics, at the root as Prometheus expects
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
+    # Outermost last: the timer sees every answer, the origin check comes before the body.
+    app.add_middleware(
+        BodyGuard, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+    )
+    app.add_middleware(SameOriginGuard, trusted=settings.trusted_origin_list())
+    app.add_middleware(LatencyTimer)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(LimitExceeded, limit_exceeded_handler)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> RedirectResponse:

@@ -74,6 +74,7 @@ def run_public(run: Run, *, full_error: bool = False) -> dict[str, Any]:
         finished_at=run.finished_at,
         error=public_error(run.error, full=full_error),
         summary=run_summary(run.config),
+        curves_pruned_at=run.curves_pruned_at,
     )
     if result is not None:
         fields.update(

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from db import auth as db_auth
 from db import queries
 from db.leaderboard import METRICS, devices_of_sweep
-from db.models import Study
+from db.models import MAX_ID, Study
 from service import studies
 from service.api.auth import (
     CSRF_COOKIE,
@@ -25,7 +25,7 @@ from service.api.auth import (
     cookie_secure,
     csrf_ok,
 )
-from service.api.deps import RunDep, SessionDep, SweepDep
+from service.api.deps import RunDep, SessionDep, StudyId, SweepDep
 from service.api.views import run_list_item, sweep_public
 from service.reports import METRIC_HELP, LeaderboardQuery, leaderboard_page, steps_text
 from service.sweeps import cancel_sweep
@@ -193,18 +193,23 @@ def run_view(
     return render(request, "run.html", context)
 
 
+def _run_id(text: str) -> bool:
+    # isdigit() alone admits other scripts' digits; ten digits bound int()'s work.
+    return text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= MAX_ID
+
+
 @router.get("/compare", response_class=HTMLResponse)
 def compare_view(
     request: Request,
     session: SessionDep,
-    runs: str = Query(..., description="comma-separated run ids, e.g. 3,7,12"),
+    runs: str = Query(..., max_length=1000, description="comma-separated run ids, e.g. 3,7,12"),
 ) -> HTMLResponse:
-    try:
-        ids = [int(part) for part in runs.split(",") if part.strip()]
-    except ValueError as e:
-        raise HTTPException(422, f"runs must be comma-separated run ids, got {runs!r}") from e
-    if not 1 <= len(ids) <= 20:
-        raise HTTPException(422, f"compare takes 1 to 20 runs, got {len(ids)}")
+    parts = [part.strip() for part in runs.split(",") if part.strip()]
+    if not 1 <= len(parts) <= 20:
+        raise HTTPException(422, f"compare takes 1 to 20 runs, got {len(parts)}")
+    if not all(_run_id(part) for part in parts):
+        raise HTTPException(422, f"runs must be comma-separated run ids, got {runs[:200]!r}")
+    ids = [int(part) for part in parts]
     found = [queries.get_run(session=session, run_id=i) for i in ids]
     missing = [i for i, r in zip(ids, found, strict=True) if r is None]
     if missing:
@@ -213,7 +218,7 @@ def compare_view(
     return render(request, "compare.html", {"runs": items})
 
 
-def get_study(study_id: int, session: SessionDep) -> Study:
+def get_study(study_id: StudyId, session: SessionDep) -> Study:
     study = session.get(Study, study_id)
     if study is None:
         raise HTTPException(404, f"study {study_id} not found")

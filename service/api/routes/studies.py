@@ -6,15 +6,19 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
 
 from db.models import Study
+from db.session import session_scope
 from service import studies
 from service.api.auth import MemberIdentity, ensure_may_change, spec_owner
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import Offset, SessionDep, SettingsDep, StudyId
+from service.api.identity import request_team
+from service.limits import check_runs, reserve_queue, study_runs
+from service.ratelimit import limit_submissions
 from service.study_spec import StudySpec
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
-def get_study(study_id: int, session: SessionDep) -> Study:
+def get_study(study_id: StudyId, session: SessionDep) -> Study:
     row = session.get(Study, study_id)
     if row is None:
         raise HTTPException(404, f"study {study_id} not found")
@@ -24,7 +28,7 @@ def get_study(study_id: int, session: SessionDep) -> Study:
 StudyDep = Annotated[Study, Depends(get_study)]
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, dependencies=[Depends(limit_submissions)])
 def create_study(
     spec: StudySpec,
     identity: MemberIdentity,
@@ -33,6 +37,15 @@ def create_study(
     request: Request,
 ) -> dict[str, Any]:
     owner = spec_owner(identity, spec.owner)
+    check_runs(study_runs(spec), settings)
+    # A study keeps `parallelism` trials queued or running at a time. Checked in a
+    # transaction of its own: create_study lets Optuna write first, before `session` takes
+    # SQLite's write lock (so concurrent creations may pass by up to `parallelism` each).
+    in_flight = min(spec.parallelism, spec.n_trials)
+    with session_scope(settings.database_url) as check:
+        reserve_queue(
+            session=check, settings=settings, team=request_team(request), adding=in_flight
+        )
     row = studies.create_study(session=session, spec=spec, settings=settings, owner=owner)
     return {
         "id": row.id,
@@ -45,7 +58,7 @@ def create_study(
 
 @router.get("")
 def read_studies(
-    session: SessionDep, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)
+    session: SessionDep, offset: Offset = 0, limit: int = Query(50, ge=1, le=500)
 ) -> dict[str, Any]:
     count = session.scalar(select(func.count()).select_from(Study)) or 0
     rows = session.scalars(

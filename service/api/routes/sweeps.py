@@ -1,18 +1,24 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from db import queries
+from db import audit, queries, queue
 from service import sweeps
 from service.api.auth import CurrentIdentity, MemberIdentity, ensure_may_change, spec_owner
-from service.api.deps import SessionDep, SettingsDep, SweepDep
+from service.api.deps import Offset, SessionDep, SettingsDep, SweepDep
+from service.api.identity import request_team
 from service.api.views import run_list_item, sweep_public
+from service.limits import check_runs, reserve_queue, sweep_runs
+from service.ratelimit import limit_submissions
 from service.schemas import (
     RunsPublic,
+    RunStatus,
     SweepCreate,
     SweepCreated,
+    SweepDeleted,
     SweepDetail,
     SweepPublic,
+    SweepRetried,
     SweepsPublic,
 )
 from service.sweeps import submit_sweep
@@ -20,7 +26,7 @@ from service.sweeps import submit_sweep
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, dependencies=[Depends(limit_submissions)])
 def create_sweep(
     spec: SweepCreate,
     identity: MemberIdentity,
@@ -28,6 +34,9 @@ def create_sweep(
     settings: SettingsDep,
     request: Request,
 ) -> SweepCreated:
+    check_runs(sweep_runs(spec), settings)
+    team = request_team(request)
+    reserve_queue(session=session, settings=settings, team=team, adding=spec.grid_size())
     sweep = submit_sweep(
         session=session,
         spec=spec,
@@ -42,7 +51,7 @@ def create_sweep(
 
 @router.get("")
 def read_sweeps(
-    session: SessionDep, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)
+    session: SessionDep, offset: Offset = 0, limit: int = Query(50, ge=1, le=500)
 ) -> SweepsPublic:
     sweeps, count = queries.list_sweeps(session=session, offset=offset, limit=limit)
     counts = queries.run_counts(session=session, sweep_ids=[s.id for s in sweeps])
@@ -62,9 +71,9 @@ def read_sweep_runs(
     sweep: SweepDep,
     session: SessionDep,
     identity: CurrentIdentity,
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(100, ge=1, le=1000),
-    status: str | None = None,
+    status: RunStatus | None = None,
 ) -> RunsPublic:
     runs, count = queries.list_runs(
         session=session, sweep_id=sweep.id, offset=offset, limit=limit, status=status
@@ -82,3 +91,66 @@ def cancel_sweep(identity: MemberIdentity, sweep: SweepDep, session: SessionDep)
     session.refresh(sweep)
     counts = queries.run_counts(session=session, sweep_ids=[sweep.id])[sweep.id]
     return sweep_public(sweep, counts)
+
+
+@router.delete("/{sweep_id}", responses={409: {"description": "the sweep holds a study"}})
+def delete_sweep(identity: MemberIdentity, sweep: SweepDep, session: SessionDep) -> SweepDeleted:
+    """Delete the sweep with its runs, curves, probes and results; the leaderboard's sums
+    of the configurations it had results in are recomputed. Its running runs stop at their
+    next write to the database. Its owner or an admin (403 otherwise)."""
+    ensure_may_change(identity, sweep.owner_user, f"sweep {sweep.id}", "delete")
+    if sweep.source == "study":
+        raise HTTPException(409, f"sweep {sweep.id} holds the trials of a study; cancel the study")
+    sweep_id, owner = sweep.id, sweep.owner
+    deleted = queue.delete_sweep(session=session, sweep_id=sweep_id)
+    if deleted is None:  # deleted by another request since the lookup
+        raise HTTPException(404, f"sweep {sweep_id} not found")
+    audit.record(
+        session=session,
+        actor=identity.actor,
+        action="sweep.delete",
+        target=f"sweep:{sweep_id}",
+        detail={"runs": deleted.runs, "owner": owner},
+        key_prefix=identity.key_prefix,
+    )
+    session.commit()  # acknowledged means committed: before the answer, not after
+    return SweepDeleted(id=sweep_id, runs=deleted.runs, configurations=deleted.configurations)
+
+
+@router.post(
+    "/{sweep_id}/retry",
+    dependencies=[Depends(limit_submissions)],
+    responses={409: {"description": "the sweep is cancelled or holds a study"}},
+)
+def retry_sweep(
+    identity: MemberIdentity,
+    sweep: SweepDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+) -> SweepRetried:
+    """Queue the sweep's failed runs again, each with a fresh allowance of attempts (the
+    spec's max_attempts, else PLATEAU_MAX_ATTEMPTS); answers how many were queued. Its
+    owner or an admin (403 otherwise)."""
+    ensure_may_change(identity, sweep.owner_user, f"sweep {sweep.id}", "retry")
+    if sweep.source == "study":
+        raise HTTPException(
+            409,
+            f"sweep {sweep.id} holds the trials of a study, which retries by asking for new trials",
+        )
+    failed = queries.run_counts(session=session, sweep_ids=[sweep.id])[sweep.id].get("failed", 0)
+    if failed:
+        team = request_team(request)
+        reserve_queue(session=session, settings=settings, team=team, adding=failed)
+    extra = sweep.spec.get("max_attempts") or settings.max_attempts
+    requeued = queue.retry_failed_runs(session=session, sweep_id=sweep.id, extra_attempts=extra)
+    audit.record(
+        session=session,
+        actor=identity.actor,
+        action="sweep.retry",
+        target=f"sweep:{sweep.id}",
+        detail={"runs_requeued": requeued, "owner": sweep.owner},
+        key_prefix=identity.key_prefix,
+    )
+    session.commit()  # acknowledged means committed: before the answer, not after
+    return SweepRetried(id=sweep.id, requeued=requeued)
