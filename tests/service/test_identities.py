@@ -191,6 +191,35 @@ def test_a_member_cancels_their_own_sweep_not_anothers_and_an_admin_any(team):
     assert events[1]["detail"] == {"runs_cancelled": 8, "owner": "mia"}
 
 
+def test_only_the_owner_or_an_admin_deletes_or_retries_a_sweep_and_both_are_audited(team):
+    c, url, keys = team["client"], team["url"], team["keys"]
+    mine, theirs = submit(team, "mia"), submit(team, "max")
+    for method, path in (("post", f"/api/v1/sweeps/{theirs}/retry"), ("delete", "")):
+        r = getattr(c, method)(path or f"/api/v1/sweeps/{theirs}", headers=bearer(keys["mia"]))
+        assert r.status_code == 403, r.text
+        assert "only its owner or an admin may" in r.json()["detail"]
+    r = c.delete(f"/api/v1/sweeps/{theirs}", headers=bearer(keys["vic"]))
+    assert r.status_code == 403  # a viewer changes nothing
+    assert statuses(url, theirs) == {"queued"}
+    r = c.post(f"/api/v1/sweeps/{mine}/retry", headers=bearer(keys["mia"]))
+    assert r.status_code == 200 and r.json() == {"id": mine, "requeued": 0}
+    r = c.delete(f"/api/v1/sweeps/{mine}", headers=bearer(keys["mia"]))
+    assert r.status_code == 200 and r.json()["runs"] == 8
+    r = c.delete(f"/api/v1/sweeps/{theirs}", headers=bearer(keys["ada"]))
+    assert r.status_code == 200
+    assert c.get(f"/api/v1/sweeps/{theirs}", headers=bearer(keys["ada"])).status_code == 404
+
+    log = c.get("/api/v1/audit", headers=bearer(keys["ada"])).json()["data"]
+    changes = [
+        (e["action"], e["actor"], e["target"]) for e in log if e["target"].startswith("sweep")
+    ]
+    assert changes == [
+        ("sweep.delete", "ada", f"sweep:{theirs}"),
+        ("sweep.delete", "mia", f"sweep:{mine}"),
+        ("sweep.retry", "mia", f"sweep:{mine}"),
+    ]
+
+
 def test_keys_are_stored_as_their_sha256_with_a_recognisable_prefix(team):
     token = team["keys"]["mia"]
     assert db_auth.KEY_PATTERN.fullmatch(token) and len(token) == 55
