@@ -139,3 +139,57 @@ def test_killing_the_serve_process_mid_sweep_loses_no_run(pg_migrated_url, local
     with session_scope(pg_migrated_url) as s:
         for run in s.scalars(select(Run)).all():
             assert by_run[run.id] == run.attempts
+
+
+def test_a_worker_killed_mid_run_is_re_executed_and_recorded_once(
+    pg_migrated_url, local_ray, tmp_path
+):
+    """kill -9 of the Ray worker process training a run: its lease expires, the run goes
+    back to the queue and a new attempt records the one result; the dead attempt writes
+    nothing after it."""
+    import psutil
+
+    lease = 4
+    enqueue(pg_migrated_url, seeds=3, steps=1500, name="worker-kill")
+    env = {
+        "DATABASE_URL": pg_migrated_url,
+        "RAY_ADDRESS": local_ray,
+        "PLATEAU_CAPACITY": "1",
+        "PLATEAU_LEASE_SECONDS": str(lease),
+        "PLATEAU_POLL_SECONDS": "0.2",
+    }
+    dispatcher = start(["dispatcher"], env, tmp_path / "dispatcher.log")
+
+    def training_worker() -> psutil.Process | None:
+        # A worker process running execute_run under *this* cluster's raylet (other Ray
+        # instances on the machine have workers of the same name).
+        port = local_ray.rsplit(":", 1)[-1]
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "raylet" not in (proc.info["name"] or "") or f":{port}" not in cmdline:
+                continue
+            for child in proc.children(recursive=True):
+                if "ray::execute_run" in " ".join(child.cmdline()):
+                    return child
+        return None
+
+    try:
+        wait_for(lambda: statuses(pg_migrated_url).get("running", 0) >= 1, 90, "a running run")
+        with session_scope(pg_migrated_url) as s:
+            victim = s.scalars(select(Run.id).where(Run.status == "running")).one()
+        wait_for(lambda: training_worker() is not None, 30, "the worker process of the run")
+        worker = training_worker()
+        assert worker is not None
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        wait_for(lambda: statuses(pg_migrated_url) == {"succeeded": 3}, 300, "recovery")
+    finally:
+        stop(dispatcher)
+    with session_scope(pg_migrated_url) as s:
+        assert s.scalar(select(func.count()).select_from(RunResult)) == 3
+        killed = s.get(Run, victim)
+        assert killed is not None and killed.attempts == 2, "the killed run was not re-executed"
+        result = s.scalars(select(RunResult).where(RunResult.run_id == victim)).one()
+        assert result.attempt == 2  # recorded by the new attempt, once
+        others = s.scalars(select(Run.attempts).where(Run.id != victim)).all()
+        assert others == [1, 1]
