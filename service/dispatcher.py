@@ -215,8 +215,8 @@ class Dispatcher:
         return max(0, min(capacity - len(self.inflight), math.floor(state.free_cpus))), state.gpus
 
     def tick(self) -> int:
-        """Reap, advance studies, collect, reserve what the cluster can start, hand it to
-        Ray. Returns the number of runs handed over."""
+        """Reap, advance studies, collect, upkeep when due, reserve what the cluster can
+        start, hand it to Ray. Returns the number of runs handed over."""
         from service.studies import advance_all
 
         with session_scope(self.db_url) as session:
@@ -226,6 +226,7 @@ class Dispatcher:
             RUNS_FINISHED.labels(outcome="expired").inc(failed)
         advance_all(self.settings)  # tell Optuna about finished trials, enqueue new ones
         self._collect()
+        self.maintain_if_due()  # curve retention, rate-limit counters
         room, gpus = self._room()
         if room <= 0:
             return 0
@@ -273,7 +274,6 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 self.tick()
-                self.maintain_if_due()
                 if on_tick is not None:
                     on_tick()
                 if until is not None and until():

@@ -139,7 +139,13 @@ def test_schemathesis_finds_no_server_error(fuzz_settings, tmp_path):
     after = answered()
     got = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     print(f"schemathesis: {cases} test cases; the server answered {got}")
-    assert max(tested) == 17  # every operation of the schema
+    operations = sum(
+        1
+        for path in app.openapi()["paths"].values()
+        for method in path
+        if method in ("get", "post", "put", "patch", "delete")
+    )
+    assert max(tested) == operations  # every operation of the schema
     assert got.get("5xx", 0) == 0
     assert sum(got.values()) >= MIN_REQUESTS and cases >= MIN_REQUESTS
 

@@ -185,7 +185,8 @@ def test_a_member_signs_in_cancels_their_sweep_is_refused_anothers_and_signs_out
     assert statuses(url, theirs) == {"queued"}
 
     # another site posts at her own sweep, to the API (a script) and the page (a form):
-    # the session cookie does not go with either (SameSite=Lax), so nothing changes
+    # the same-origin guard refuses both (the browser says Sec-Fetch-Site: cross-site), and
+    # the session cookie would not go with either anyway (SameSite=Lax): nothing changes
     evil = team_site["evil"]
     team_site["evil_page"] = f"""<!doctype html><body>
       <form id="page" method="post" action="{base}/sweeps/{mine_too}/cancel">
@@ -195,10 +196,13 @@ def test_a_member_signs_in_cancels_their_sweep_is_refused_anothers_and_signs_out
               credentials: "include", body: "x=1", headers: {{"content-type": "text/plain"}}}})
           .finally(() => document.getElementById("page").submit());
       </script></body>"""
-    with tab.expect_response(f"{base}/api/v1/sweeps/{mine_too}/cancel") as api:
+    with (
+        tab.expect_response(f"{base}/sweeps/{mine_too}/cancel") as form,
+        tab.expect_response(f"{base}/api/v1/sweeps/{mine_too}/cancel") as api,
+    ):
         tab.goto(f"{evil}/")
-    assert api.value.status == 401
-    tab.wait_for_url("**/signin?next=*")  # the form's post arrived without her session
+    tab.wait_for_url(f"{base}/sweeps/{mine_too}/cancel")  # the form's 403 page, shown
+    assert api.value.status == 403 and form.value.status == 403
     assert statuses(url, mine_too) == {"queued"}
 
     # signing out ends the session
