@@ -62,6 +62,15 @@ def printable(value: str) -> str:
 # Free text a person chooses (names, owners, filters): printable, one line.
 Label = Annotated[str, AfterValidator(printable)]
 
+# The `owner` of a sweep or study spec (both spell it alike).
+SpecOwner = Annotated[
+    Annotated[Label, Field(min_length=1, max_length=200)] | None,
+    Field(
+        description="deprecated: the owner is the API key's user (a spec may repeat that "
+        "name, nothing else); in single-user mode a free-text name, default 'anonymous'",
+    ),
+]
+
 
 def grid_limit() -> int:
     from service.settings import get_settings
@@ -75,13 +84,7 @@ class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Label = Field(min_length=1, max_length=200)
-    owner: Label | None = Field(
-        None,
-        min_length=1,
-        max_length=200,
-        description="deprecated: the owner is the API key's user (a spec may repeat that "
-        "name, nothing else); in single-user mode a free-text name, default 'anonymous'",
-    )
+    owner: SpecOwner = None
     task: TaskConfig
     architectures: list[ArchConfig] = Field(min_length=1)
     optimizers: list[OptimizerConfig] = Field(min_length=1)

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.spec import Label
+from service.spec import Label, SpecOwner
 from workers.config import (
     Budget,
     DefaultInit,
@@ -243,13 +243,7 @@ class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Label = Field(min_length=1, max_length=200)
-    owner: Label | None = Field(
-        None,
-        min_length=1,
-        max_length=200,
-        description="deprecated: the owner is the API key's user (a spec may repeat that "
-        "name, nothing else); in single-user mode a free-text name, default 'anonymous'",
-    )
+    owner: SpecOwner = None
     task: TaskConfig
     architecture: ArchConfig
     fixed: Fixed
