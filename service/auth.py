@@ -25,7 +25,7 @@ import getpass
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -79,6 +79,17 @@ class Identity:
 
     def has(self, role: str) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    def record(self, *, session: Session, action: str, target: str, detail: dict[str, Any]) -> None:
+        """An audit event of something this identity did (db.audit.record)."""
+        audit.record(
+            session=session,
+            actor=self.actor,
+            action=action,
+            target=target,
+            detail=detail,
+            key_prefix=self.key_prefix,
+        )
 
     def may_change(self, owner_id: int) -> bool:
         """May cancel (delete, retry) a sweep or study of the user `owner_id`: an admin, or

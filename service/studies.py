@@ -29,7 +29,7 @@ import optuna
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from db import audit, queue
+from db import queue
 from db.models import Run, RunResult, Study, User, utcnow
 from db.optuna_storage import optuna_storage
 from db.session import get_engine, read_scope, session_scope
@@ -296,13 +296,11 @@ def cancel(*, session: Session, study: Study, identity: Identity) -> None:
     study.state = "cancelled"
     study.finished_at = utcnow()
     n = queue.cancel_sweep(session=session, sweep_id=study.sweep_id)
-    audit.record(
+    identity.record(
         session=session,
-        actor=identity.actor,
         action="study.cancel",
         target=f"study:{study.id}",
         detail={"runs_cancelled": n, "owner": study.owner},
-        key_prefix=identity.key_prefix,
     )
 
 

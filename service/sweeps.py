@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db import audit, queue
+from db import queue
 from db.models import Sweep, User
 from service.auth import Identity
 from service.spec import SweepSpec
@@ -58,12 +58,10 @@ def submit_sweep(
 def cancel_sweep(*, session: Session, sweep: Sweep, identity: Identity) -> int:
     """Cancel the sweep's queued and running runs and record who did; how many."""
     n = queue.cancel_sweep(session=session, sweep_id=sweep.id)
-    audit.record(
+    identity.record(
         session=session,
-        actor=identity.actor,
         action="sweep.cancel",
         target=f"sweep:{sweep.id}",
         detail={"runs_cancelled": n, "owner": sweep.owner},
-        key_prefix=identity.key_prefix,
     )
     return n

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from db import audit, queries, queue
+from db import queries, queue
 from service import sweeps
 from service.api.auth import CurrentIdentity, MemberIdentity, ensure_may_change, spec_owner
 from service.api.deps import Offset, SessionDep, SettingsDep, SweepDep
@@ -105,13 +105,11 @@ def delete_sweep(identity: MemberIdentity, sweep: SweepDep, session: SessionDep)
     deleted = queue.delete_sweep(session=session, sweep_id=sweep_id)
     if deleted is None:  # deleted by another request since the lookup
         raise HTTPException(404, f"sweep {sweep_id} not found")
-    audit.record(
+    identity.record(
         session=session,
-        actor=identity.actor,
         action="sweep.delete",
         target=f"sweep:{sweep_id}",
         detail={"runs": deleted.runs, "owner": owner},
-        key_prefix=identity.key_prefix,
     )
     session.commit()  # acknowledged means committed: before the answer, not after
     return SweepDeleted(id=sweep_id, runs=deleted.runs, configurations=deleted.configurations)
@@ -144,13 +142,11 @@ def retry_sweep(
         reserve_queue(session=session, settings=settings, team=team, adding=failed)
     extra = sweep.spec.get("max_attempts") or settings.max_attempts
     requeued = queue.retry_failed_runs(session=session, sweep_id=sweep.id, extra_attempts=extra)
-    audit.record(
+    identity.record(
         session=session,
-        actor=identity.actor,
         action="sweep.retry",
         target=f"sweep:{sweep.id}",
         detail={"runs_requeued": requeued, "owner": sweep.owner},
-        key_prefix=identity.key_prefix,
     )
     session.commit()  # acknowledged means committed: before the answer, not after
     return SweepRetried(id=sweep.id, requeued=requeued)
