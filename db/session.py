@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -176,6 +176,12 @@ def read_scope(url: str) -> Iterator[Session]:
         yield session
     finally:
         session.close()  # ends the transaction (a rollback) and returns the connection
+
+
+def ping(url: str) -> None:
+    """Raise (SQLAlchemyError) unless the database answers a trivial query."""
+    with get_engine(url).connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def dispose_engines() -> None:

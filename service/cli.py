@@ -766,21 +766,21 @@ def leaderboard(
     """Configurations ranked over their seeds: the ranking of GET /api/v1/leaderboard."""
     params = {k: v for k, v in locals().items() if k != "url" and v is not None}
     from db.errors import DBError
-    from service import reports
+    from service import leaderboard, tables
 
     try:
-        query = reports.LeaderboardQuery.model_validate(params)
+        query = leaderboard.LeaderboardQuery.model_validate(params)
     except ValidationError as e:
         raise fail(format_validation_error(e).replace("invalid spec", "invalid option")) from e
     if url:
         body = _request("GET", f"{url}/api/v1/leaderboard", params=query.params()).json()
     else:
         try:
-            body = reports.leaderboard_from_db(get_settings().database_url, query)
+            body = leaderboard.leaderboard_from_db(get_settings().database_url, query)
         except DBError as e:
             raise fail(str(e)) from e
     shown = f"{len(body['data'])} of {body['count']} configurations"
-    console.print(reports.leaderboard_table(body["data"], f"leaderboard by {metric}: {shown}"))
+    console.print(tables.leaderboard_table(body["data"], f"leaderboard by {metric}: {shown}"))
 
 
 @app.command()
@@ -795,7 +795,7 @@ def plot(
     from pathlib import Path
 
     from db.errors import DBError
-    from service import reports
+    from service import figures, runs
 
     if fmt not in ("svg", "png", "pdf"):
         raise fail(f"unknown format {fmt!r}; expected one of: svg, png, pdf")
@@ -804,11 +804,11 @@ def plot(
         probes = _request("GET", f"{url}/api/v1/runs/{run_id}/probes").json()["data"]
     else:
         try:
-            detail, probes = reports.run_from_db(get_settings().database_url, run_id)
+            detail, probes = runs.run_from_db(get_settings().database_url, run_id)
         except (LookupError, DBError) as e:
             raise fail(str(e).strip("'\"")) from e
     try:
-        paths = reports.write_figures(detail, probes, Path(out), fmt=fmt)  # type: ignore[arg-type]
+        paths = figures.write_figures(detail, probes, Path(out), fmt=fmt)  # type: ignore[arg-type]
     except ImportError as e:
         raise fail(f"plateau plot needs matplotlib ({e}); pip install matplotlib") from e
     for path in paths:

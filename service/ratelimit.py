@@ -25,11 +25,10 @@ from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from db import ratelimit
-from db.session import get_engine, session_scope
+from db.session import ping, session_scope
 from service.api.identity import request_identity
 from service.settings import Settings
 
@@ -66,8 +65,7 @@ class DatabaseStorage(Storage):
 
     def check(self) -> bool:
         try:
-            with get_engine(self.database_url).connect() as conn:
-                conn.execute(text("SELECT 1"))
+            ping(self.database_url)
         except SQLAlchemyError:
             return False
         return True

@@ -21,18 +21,16 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import optuna
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db import queue
-from db.models import Run, RunResult, Study, User, utcnow
+from db import studies as db_studies
+from db.models import RunResult, Study, User, utcnow
 from db.optuna_storage import optuna_storage
-from db.session import get_engine, read_scope, session_scope
+from db.session import read_scope, session_scope
 from service.auth import Identity
 from service.settings import Settings
 from service.study_spec import StudySpec, objective_values
@@ -171,30 +169,11 @@ def create_study(
     return row
 
 
-@contextmanager
-def advancing(url: str, study_id: int) -> Iterator[bool]:
-    """True while this process may advance the study: a Postgres advisory lock, so two
-    dispatchers never ask for the same study's trials at once. SQLite runs one dispatcher."""
-    engine = get_engine(url)
-    if engine.dialect.name != "postgresql":
-        yield True
-        return
-    with engine.connect() as conn:
-        got = conn.execute(text("SELECT pg_try_advisory_lock(7411, :id)"), {"id": study_id})
-        held = bool(got.scalar())
-        try:
-            yield held
-        finally:
-            if held:
-                conn.execute(text("SELECT pg_advisory_unlock(7411, :id)"), {"id": study_id})
-            conn.commit()
-
-
 def advance_all(settings: Settings) -> None:
     with read_scope(settings.database_url) as session:
-        ids = session.scalars(select(Study.id).where(Study.state == "running")).all()
+        ids = db_studies.running_study_ids(session=session)
     for study_id in ids:
-        with advancing(settings.database_url, study_id) as mine:
+        with db_studies.advancing(settings.database_url, study_id) as mine:
             if mine:
                 advance(settings, study_id)
 
@@ -208,7 +187,7 @@ def advance(settings: Settings, study_id: int) -> None:
         spec = StudySpec.model_validate(row.spec)
         runs = {
             r.trial_number: (r.status, _result_dict(r.result))
-            for r in session.scalars(select(Run).where(Run.study_id == study_id)).all()
+            for r in db_studies.trial_runs(session=session, study_id=study_id)
         }
     study = load(spec, row, url)
     trials = study.get_trials(deepcopy=False)
@@ -333,9 +312,7 @@ def describe(*, session: Session, row: Study, url: str) -> dict[str, Any]:
     parameter importances (with at least 4 complete trials)."""
     spec = StudySpec.model_validate(row.spec)
     study = optuna.load_study(study_name=row.optuna_study_name, storage=optuna_storage(url))
-    run_ids = dict(
-        session.execute(select(Run.trial_number, Run.id).where(Run.study_id == row.id)).all()
-    )
+    run_ids = db_studies.trial_run_ids(session=session, study_id=row.id)
     trials = [
         {
             "number": t.number,

@@ -27,8 +27,9 @@ from service.api.auth import (
 )
 from service.api.deps import RunDep, SessionDep, StudyId, SweepDep
 from service.api.views import run_list_item, sweep_public
-from service.reports import METRIC_HELP, LeaderboardQuery, leaderboard_page, steps_text
+from service.leaderboard import METRIC_HELP, LeaderboardQuery, leaderboard_page
 from service.sweeps import cancel_sweep
+from service.tables import steps_text
 from workers.config import ARCH_INPUT_KINDS, TASK_INPUT_KIND
 
 HERE = Path(__file__).parent

@@ -3,9 +3,8 @@ from __future__ import annotations
 import socket
 
 from fastapi import APIRouter, Response, status
-from sqlalchemy import text
 
-from db.session import get_engine
+from db.session import get_engine, ping
 from service.api.deps import SettingsDep
 from service.raycluster import cluster_state, is_driver
 from service.schemas import Health, Readiness
@@ -44,8 +43,7 @@ def _ray_status(settings: Settings) -> dict[str, object]:
 
 def _database_status(url: str) -> dict[str, object]:
     try:
-        with get_engine(url).connect() as conn:
-            conn.execute(text("SELECT 1"))
+        ping(url)
         return {"ok": True, "dialect": get_engine(url).dialect.name}
     except Exception as e:  # report, don't raise: health must answer
         return {"ok": False, "error": str(e).splitlines()[0]}

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from service.api.deps import SessionDep
-from service.reports import (
+from service.exports import leaderboard_csv
+from service.leaderboard import (
     LeaderboardCsvQuery,
     LeaderboardPublic,
     LeaderboardQuery,
-    leaderboard_csv,
     leaderboard_page,
 )
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from sqlalchemy import func, select
 
+from db import studies as db_studies
 from db.models import Study
 from db.session import session_scope
 from service import studies
@@ -60,10 +60,7 @@ def create_study(
 def read_studies(
     session: SessionDep, offset: Offset = 0, limit: int = Query(50, ge=1, le=500)
 ) -> dict[str, Any]:
-    count = session.scalar(select(func.count()).select_from(Study)) or 0
-    rows = session.scalars(
-        select(Study).order_by(Study.id.desc()).offset(offset).limit(limit)
-    ).all()
+    rows, count = db_studies.list_studies(session=session, offset=offset, limit=limit)
     data = [
         {
             "id": r.id,
