@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from db import leaderboard as lb
 from db.models import MAX_ID
 from service.api.views import run_summary
-from service.spec import Label
+from service.schemas import Verdict
+from service.spec import ARCHITECTURE_NAMES, TASK_NAMES, Label, known
 
 Metric = Literal[
     "steps",
@@ -50,8 +51,15 @@ class LeaderboardQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Label | None = Field(None, max_length=64, description="e.g. digits")
-    architecture: Label | None = Field(None, max_length=64, description="e.g. mlp")
+    task: Label | None = Field(
+        None, max_length=64, description="only runs of this task", examples=list(TASK_NAMES)
+    )
+    architecture: Label | None = Field(
+        None,
+        max_length=64,
+        description="only runs of this architecture",
+        examples=list(ARCHITECTURE_NAMES),
+    )
     metric: Metric = Field("steps", description="the ranking: " + "; ".join(METRIC_HELP))
     order: Literal["asc", "desc"] | None = Field(
         None, description="default: the metric's better direction first"
@@ -63,14 +71,24 @@ class LeaderboardQuery(BaseModel):
     owner: Label | None = Field(None, max_length=200, description="only sweeps of this owner")
     torch_version: Label | None = Field(None, max_length=32, description="e.g. 2.13.0")
     device: Label | None = Field(None, max_length=32, description="cpu or cuda")
-    offset: int = Field(0, ge=0, le=MAX_ID)
-    limit: int = Field(50, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=MAX_ID, description="rows to skip")
+    limit: int = Field(50, ge=1, le=1000, description="rows per page")
 
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_absent(cls, value: Any) -> Any:
         # An empty field of the page's filter form means "any".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str | None) -> str | None:
+        return known("task", TASK_NAMES)(value)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str | None) -> str | None:
+        return known("architecture", ARCHITECTURE_NAMES)(value)
 
     @field_validator("since")
     @classmethod
@@ -104,45 +122,58 @@ class LeaderboardQuery(BaseModel):
 class LeaderboardCsvQuery(LeaderboardQuery):
     """The CSV takes the same parameters; without a limit it has every row."""
 
-    limit: int | None = Field(None, ge=1, le=100_000)  # type: ignore[assignment]
+    limit: int | None = Field(  # type: ignore[assignment]
+        None, ge=1, le=100_000, description="rows; null: every row"
+    )
 
 
 class LeaderboardRow(BaseModel):
     """One configuration (a config_key: the resolved config without its seed)."""
 
-    rank: int
-    config_key: str
-    task: str
-    architecture: str
-    summary: dict[str, Any]  # short names of the axes: architecture, optimizer, init, ...
-    config: dict[str, Any]  # the resolved config, without the seed
-    n_runs: int  # finished runs that count (succeeded or diverged; not failed, not pruned)
-    n_seeds: int
-    n_sweeps: int
-    n_reached: int
-    n_censored: int  # runs that never reached the target (diverged ones included)
-    n_diverged: int
-    budget_steps: int | None
-    steps_censored_mean: float | None  # censored runs counted at budget_steps
-    steps_reached_mean: float | None
-    steps_reached_std: float | None
-    reached_rate: float
-    final_loss_mean: float | None
-    final_loss_std: float | None
-    test_accuracy_mean: float | None
-    plateau_fraction_mean: float | None
-    divergence_rate: float
-    verdicts: dict[str, int]
-    best_run_id: int
-    run_ids: list[int]  # best first, at most db.leaderboard.MAX_RUN_IDS
-    torch_versions: str | None
-    devices: str | None
-    last_result_at: dt.datetime
+    rank: int = Field(description="1 is the best by the query's metric")
+    config_key: str = Field(description="hash of what changes the training, seed excluded")
+    task: str = Field(description="the task's name", examples=list(TASK_NAMES))
+    architecture: str = Field(
+        description="the architecture's name", examples=list(ARCHITECTURE_NAMES)
+    )
+    summary: dict[str, Any] = Field(
+        description="short names of the axes: architecture, optimizer, init, ..."
+    )
+    config: dict[str, Any] = Field(description="the resolved config, without the seed")
+    n_runs: int = Field(
+        description="finished runs that count (succeeded or diverged; not failed, not pruned)"
+    )
+    n_seeds: int = Field(description="distinct seeds among them")
+    n_sweeps: int = Field(description="sweeps they came from")
+    n_reached: int = Field(description="runs that reached the target")
+    n_censored: int = Field(description="runs that never reached it (diverged ones included)")
+    n_diverged: int = Field(description="runs that diverged")
+    budget_steps: int | None = Field(description="the budget's steps")
+    steps_censored_mean: float | None = Field(
+        description="mean steps to target, censored runs counted at budget_steps"
+    )
+    steps_reached_mean: float | None = Field(description="mean steps of the runs that reached")
+    steps_reached_std: float | None = Field(description="their standard deviation")
+    reached_rate: float = Field(description="n_reached / n_runs")
+    final_loss_mean: float | None = Field(description="mean final training loss")
+    final_loss_std: float | None = Field(description="its standard deviation")
+    test_accuracy_mean: float | None = Field(description="mean test accuracy")
+    plateau_fraction_mean: float | None = Field(description="mean fraction of steps on a plateau")
+    divergence_rate: float = Field(description="n_diverged / n_runs")
+    verdicts: dict[Literal[Verdict, "none"], int] = Field(
+        description="runs by verdict (none: a result recorded without one)",
+        examples=[{"converged": 3, "plateau": 1}],
+    )
+    best_run_id: int = Field(description="the best run by the metric")
+    run_ids: list[int] = Field(description="run ids, best first, at most 20")
+    torch_versions: str | None = Field(description="torch versions that ran them")
+    devices: str | None = Field(description="devices that ran them")
+    last_result_at: dt.datetime = Field(description="when the latest result was recorded")
 
 
 class LeaderboardPublic(BaseModel):
-    data: list[LeaderboardRow]
-    count: int
+    data: list[LeaderboardRow] = Field(description="one page of configurations, ranked")
+    count: int = Field(description="configurations in all (matching the filters)")
 
 
 def config_summary(config: dict[str, Any]) -> dict[str, Any]:

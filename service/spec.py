@@ -9,12 +9,25 @@ device, threads, dtype, owner, max_attempts). Axis entries may be written short:
 from __future__ import annotations
 
 import itertools
+import json
 import unicodedata
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from workers.config import (
     TASK_LOSS,
@@ -32,6 +45,7 @@ from workers.config import (
     batch_problem,
     compatibility_problem,
     named_entry,
+    names_of,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +55,8 @@ if TYPE_CHECKING:
     ArchConfig = Any
 else:
     from workers.config import ArchConfig, TaskConfig
+
+from service.suggest import unknown_name
 
 
 class SpecError(ValueError):
@@ -72,6 +88,105 @@ SpecOwner = Annotated[
 ]
 
 
+# --- registry names: "did you mean", and the short forms in the schema ------------------------
+
+TASK_NAMES = names_of(TaskConfig)
+ARCHITECTURE_NAMES = names_of(ArchConfig)
+OPTIMIZER_NAMES = names_of(OptimizerConfig)
+INIT_NAMES = names_of(InitConfig)
+NORMALIZATIONS: tuple[str, ...] = get_args(get_args(Normalization)[0])
+LOSSES = ("cross_entropy", "mse")
+
+
+def known(kind: str, names: Sequence[str]) -> Callable[[Any], Any]:
+    """A check that a name is one of `names`, refusing others with 'did you mean'."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value not in names:
+            message = unknown_name(kind, value, names)
+            raise PydanticCustomError("unknown_name", "{message}", {"message": message})
+        return value
+
+    return check
+
+
+def registry_entry(kind: str, names: Sequence[str], *, short: bool) -> Callable[[Any], Any]:
+    """Before a registry union (task, architecture, optimizer, init) validates an entry: a
+    name alone stands for {"name": name} when `short`, and an unknown name is refused with
+    'did you mean' at the entry's `name` (pydantic's own error would be "Input tag 'adma'
+    found using 'name' does not match any of the expected tags")."""
+    # The name is validated as a one-key document, so the error's location ends in "name".
+    name_only = TypeAdapter(dict[str, Annotated[str, AfterValidator(known(kind, names))]])
+
+    def validate(value: Any) -> Any:
+        if short:
+            value = named_entry(value)
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            name_only.validate_python({"name": value["name"]})
+        return value
+
+    return validate
+
+
+def short_entry(kind: str, union: Any) -> Any:
+    """A registry union that also takes a name alone ("orthogonal" for {"name": ...}), and
+    says so in the schema: the name is a string with the registered names as examples (not
+    an enum: plugins add names)."""
+    names = names_of(union)
+    name = Annotated[
+        str,
+        Field(description=f"short for {{name: ...}}: a registered {kind}", examples=list(names)),
+    ]
+    validator = registry_entry(kind, names, short=True)
+    return Annotated[union, BeforeValidator(validator, json_schema_input_type=union | name)]
+
+
+if TYPE_CHECKING:  # built at import time; what mypy sees is the validated type
+    TaskEntry = Any
+    ArchEntry = Any
+    InitEntry = InitConfig
+else:
+    TaskEntry = short_entry("task", TaskConfig)
+    ArchEntry = short_entry("architecture", ArchConfig)
+    InitEntry = short_entry("init", InitConfig)
+# An optimizer needs its lr: no short form.
+OptimizerEntry = Annotated[
+    OptimizerConfig, BeforeValidator(registry_entry("optimizer", OPTIMIZER_NAMES, short=False))
+]
+NormalizationEntry = Annotated[
+    Normalization, BeforeValidator(known("normalization", NORMALIZATIONS))
+]
+Loss = Annotated[Literal["cross_entropy", "mse"], BeforeValidator(known("loss", LOSSES))]
+
+
+# A grad_clip entry as written: a GradClip, a number (the norm threshold) or null.
+ClipShort = (
+    GradClip
+    | Annotated[float, Field(gt=0, description="short for {mode: norm, threshold: ...}")]
+    | None
+)
+
+
+def distinct(field: str, values: list[Any]) -> list[Any]:
+    """`values`, if no two are equal once resolved (defaults filled in); else a ValueError
+    naming both positions and the value: a repeated axis value repeats grid points."""
+    documents = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in values]
+    # The name first, where people look for it.
+    documents = [
+        {"name": d.pop("name"), **d} if isinstance(d, dict) and "name" in d else d
+        for d in documents
+    ]
+    for i, document in enumerate(documents):
+        if document in documents[:i]:
+            first = documents.index(document)
+            message = (
+                f"{field}[{i}] repeats {field}[{first}] ({json.dumps(document)}): each value "
+                "of an axis must differ, or the grid runs the same configuration twice"
+            )
+            raise PydanticCustomError("duplicate", "{message}", {"message": message})
+    return values
+
+
 def grid_limit() -> int:
     from service.settings import get_settings
 
@@ -83,47 +198,70 @@ class SweepSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: Label = Field(min_length=1, max_length=200)
+    name: Label = Field(
+        min_length=1, max_length=200, description="a name for people", examples=["quickstart"]
+    )
     owner: SpecOwner = None
-    task: TaskConfig
-    architectures: list[ArchConfig] = Field(min_length=1)
-    optimizers: list[OptimizerConfig] = Field(min_length=1)
+    task: TaskEntry = Field(description="what to learn", examples=["digits"])
+    architectures: list[ArchEntry] = Field(
+        min_length=1, description="grid axis: the models", examples=[["mlp"]]
+    )
+    optimizers: list[OptimizerEntry] = Field(
+        min_length=1,
+        description="grid axis: the optimizers, each with its lr",
+        examples=[[{"name": "sgd", "lr": 0.1, "momentum": 0.9}, {"name": "adam", "lr": 0.001}]],
+    )
     # list[T](...): mypy infers no element type for a lambda against Field's union of
     # factory signatures; the parameterized call gives it one (and is a plain list).
-    inits: list[InitConfig] = Field(
-        default_factory=lambda: list[InitConfig]([DefaultInit()]), min_length=1
+    inits: list[InitEntry] = Field(
+        default_factory=lambda: list[InitConfig]([DefaultInit()]),
+        min_length=1,
+        description="grid axis: the initializations",
+        examples=[["default", "orthogonal", {"name": "normal", "std": 0.01}]],
     )
-    normalization: list[Normalization] = Field(
-        default_factory=lambda: list[Normalization](["none"]), min_length=1
+    normalization: list[NormalizationEntry] = Field(
+        default_factory=lambda: list[Normalization](["none"]),
+        min_length=1,
+        description="grid axis: the normalization layers",
+        examples=[["none", "batchnorm"]],
     )
     grad_clip: list[GradClip | None] = Field(
-        default_factory=lambda: list[GradClip | None]([None]), min_length=1
+        default_factory=lambda: list[GradClip | None]([None]),
+        min_length=1,
+        description="grid axis: gradient clipping; null: none, a number: the global-norm "
+        "threshold (short for {mode: norm, threshold: ...})",
+        examples=[[None, 1.0]],
     )
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    budget: Budget = Field(default_factory=Budget)
-    target: Target = Field(default_factory=Target)
-    loss: Literal["cross_entropy", "mse"] | None = Field(
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="grid axis: random seeds, each in [0, 2^31)",
+        examples=[[0, 1, 2]],
+    )
+    budget: Budget = Field(default_factory=Budget, description="steps and batches of each run")
+    target: Target = Field(default_factory=Target, description="the loss that counts as reached")
+    loss: Loss | None = Field(
         None, description="training loss; null: the task's own (mse on class labels: one-hot)"
     )
-    divergence: Divergence = Field(default_factory=Divergence)
-    plateau: PlateauThresholds = Field(default_factory=PlateauThresholds)
-    probes: ProbeSpec = Field(default_factory=ProbeSpec)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(1, ge=1, le=256)
-    dtype: Literal["float32", "float64"] = "float32"
-    max_attempts: int | None = Field(None, ge=1, le=20)
+    divergence: Divergence = Field(
+        default_factory=Divergence, description="when a run is stopped as diverged"
+    )
+    plateau: PlateauThresholds = Field(
+        default_factory=PlateauThresholds, description="the plateau detector's parameters"
+    )
+    probes: ProbeSpec = Field(
+        default_factory=ProbeSpec, description="when and how to probe the loss landscape"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where runs train; auto: CUDA when the worker has it"
+    )
+    threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per run on CPU")
+    dtype: Literal["float32", "float64"] = Field("float32", description="parameter dtype")
+    max_attempts: int | None = Field(
+        None, ge=1, le=20, description="starts allowed per run; null: PLATEAU_MAX_ATTEMPTS"
+    )
 
-    @field_validator("task", mode="before")
-    @classmethod
-    def _task_short(cls, v: Any) -> Any:
-        return named_entry(v)
-
-    @field_validator("architectures", "inits", mode="before")
-    @classmethod
-    def _names_short(cls, v: Any) -> Any:
-        return [named_entry(x) for x in v] if isinstance(v, list) else v
-
-    @field_validator("grad_clip", mode="before")
+    @field_validator("grad_clip", mode="before", json_schema_input_type=list[ClipShort])
     @classmethod
     def _clip_short(cls, v: Any) -> Any:
         if not isinstance(v, list):
@@ -142,6 +280,11 @@ class SweepSpec(BaseModel):
         if bad:
             raise ValueError(f"seeds must be in [0, 2^31); got {bad}")
         return v
+
+    @field_validator("architectures", "optimizers", "inits", "normalization", "grad_clip", "seeds")
+    @classmethod
+    def _distinct(cls, v: list[Any], info: ValidationInfo) -> list[Any]:
+        return distinct(str(info.field_name), v)
 
     @model_validator(mode="after")
     def _grid_is_runnable(self) -> SweepSpec:

@@ -11,46 +11,52 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-from service.spec import Label, SpecOwner
+from service.spec import (
+    INIT_NAMES,
+    OPTIMIZER_NAMES,
+    ArchEntry,
+    InitEntry,
+    Label,
+    NormalizationEntry,
+    OptimizerEntry,
+    SpecOwner,
+    TaskEntry,
+    distinct,
+    known,
+)
 from workers.config import (
     Budget,
     DefaultInit,
-    InitConfig,
     Normalization,
-    OptimizerConfig,
     PlateauThresholds,
     ProbeSpec,
     RunConfig,
     Target,
     batch_problem,
     compatibility_problem,
-    named_entry,
-    names_of,
 )
 
-if TYPE_CHECKING:
-    # Unions built at import time from the built-ins and the installed plugins
-    # (workers/plugins.py): no static type covers them, so mypy sees Any.
-    TaskConfig = Any
-    ArchConfig = Any
-else:
-    from workers.config import ArchConfig, TaskConfig
-
 MAX_TRIALS = 500
-INIT_NAMES = names_of(InitConfig)
-OPTIMIZER_NAMES = names_of(OptimizerConfig)
+InitName = Annotated[
+    str, BeforeValidator(known("init", INIT_NAMES)), Field(examples=list(INIT_NAMES))
+]
+OptimizerName = Annotated[
+    str, BeforeValidator(known("optimizer", OPTIMIZER_NAMES)), Field(examples=list(OPTIMIZER_NAMES))
+]
 Objective = Literal["steps_to_target", "plateau_fraction", "final_loss"]
 SINGLE_OBJECTIVE_SAMPLERS = {"cmaes"}
 
@@ -59,8 +65,8 @@ class LogRange(BaseModel):
     """A log-uniform range [low, high] with 0 < low < high; written as a 2-list."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    low: float = Field(gt=0)
-    high: float = Field(gt=0)
+    low: float = Field(gt=0, description="lower end, > 0")
+    high: float = Field(gt=0, description="upper end, > low")
 
     @model_validator(mode="before")
     @classmethod
@@ -81,39 +87,37 @@ class LogRange(BaseModel):
 class SearchSpace(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    init: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
-    init_scale: LogRange | None = None
+    init: list[InitName] = Field(
+        default_factory=lambda: ["default"], min_length=1, description="init schemes to try"
+    )
+    init_scale: LogRange | None = Field(
+        None, description="range of the init's scale, sampled log-uniformly; null: 1"
+    )
     # list[T](...): mypy infers no element type for a lambda against Field's union of
     # factory signatures; the parameterized call gives it one (and is a plain list).
     grad_clip: list[Literal["norm", "value"] | None] = Field(
-        default_factory=lambda: list[Literal["norm", "value"] | None]([None]), min_length=1
+        default_factory=lambda: list[Literal["norm", "value"] | None]([None]),
+        min_length=1,
+        description="clipping modes to try; null: no clipping",
     )
-    grad_clip_threshold: LogRange = Field(default_factory=lambda: LogRange(low=0.1, high=10.0))
-    normalization: list[Normalization] = Field(
-        default_factory=lambda: list[Normalization](["none"]), min_length=1
+    grad_clip_threshold: LogRange = Field(
+        default_factory=lambda: LogRange(low=0.1, high=10.0),
+        description="range of the clipping threshold, sampled log-uniformly",
     )
-    lr: LogRange | None = None
-    optimizer: list[str] | None = Field(None, min_length=1)
+    normalization: list[NormalizationEntry] = Field(
+        default_factory=lambda: list[Normalization](["none"]),
+        min_length=1,
+        description="normalizations to try",
+    )
+    lr: LogRange | None = Field(None, description="range of the lr; null: fixed.optimizer's")
+    optimizer: list[OptimizerName] | None = Field(
+        None, min_length=1, description="optimizers to try (with fixed.optimizer's lr); null: it"
+    )
 
-    @field_validator("init")
+    @field_validator("init", "grad_clip", "normalization", "optimizer")
     @classmethod
-    def _known_inits(cls, v: list[str]) -> list[str]:
-        unknown = [n for n in v if n not in INIT_NAMES]
-        if unknown:
-            raise ValueError(
-                f"unknown init {unknown[0]!r}; expected one of: " + ", ".join(INIT_NAMES)
-            )
-        return v
-
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizers(cls, v: list[str] | None) -> list[str] | None:
-        unknown = [n for n in v or [] if n not in OPTIMIZER_NAMES]
-        if unknown:
-            raise ValueError(
-                f"unknown optimizer {unknown[0]!r}; expected one of: " + ", ".join(OPTIMIZER_NAMES)
-            )
-        return v
+    def _distinct(cls, v: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+        return None if v is None else distinct(f"search_space.{info.field_name}", v)
 
 
 class Fixed(BaseModel):
@@ -121,27 +125,28 @@ class Fixed(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    optimizer: OptimizerConfig
-    budget: Budget = Field(default_factory=Budget)
-    target: Target = Field(default_factory=Target)
-    plateau: PlateauThresholds = Field(default_factory=PlateauThresholds)
-    probes: ProbeSpec = Field(default_factory=ProbeSpec)
-    init: InitConfig = Field(default_factory=DefaultInit)
-    normalization: Normalization = "none"
-    seed: int = Field(0, ge=0, lt=2**31)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["float32", "float64"] = "float32"
-
-    @field_validator("init", mode="before")
-    @classmethod
-    def _init_short(cls, v: Any) -> Any:
-        return named_entry(v)
+    optimizer: OptimizerEntry = Field(description="the optimizer, with its lr")
+    budget: Budget = Field(default_factory=Budget, description="steps and batches of a trial")
+    target: Target = Field(default_factory=Target, description="the loss that counts as reached")
+    plateau: PlateauThresholds = Field(
+        default_factory=PlateauThresholds, description="the plateau detector's parameters"
+    )
+    probes: ProbeSpec = Field(default_factory=ProbeSpec, description="landscape probes")
+    init: InitEntry = Field(
+        default_factory=DefaultInit, description="the init, and the baseline of the comparison"
+    )
+    normalization: NormalizationEntry = Field("none", description="normalization layers")
+    seed: int = Field(0, ge=0, lt=2**31, description="seed of every trial")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where trials train")
+    dtype: Literal["float32", "float64"] = Field("float32", description="parameter dtype")
 
 
 class SamplerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    name: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"
-    seed: int = Field(0, ge=0, lt=2**31)
+    name: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = Field(
+        "tpe", description="Optuna's sampler"
+    )
+    seed: int = Field(0, ge=0, lt=2**31, description="the sampler's seed")
     grid_points: int = Field(4, ge=2, le=50, description="values per range for the grid sampler")
 
 
@@ -155,9 +160,11 @@ class PrunerSpec(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    name: Literal["none", "median", "hyperband", "plateau"] = "none"
-    n_startup_trials: int = Field(5, ge=0)
-    n_warmup_steps: int = Field(0, ge=0)
+    name: Literal["none", "median", "hyperband", "plateau"] = Field(
+        "none", description="the pruner; none: trials run to their budget"
+    )
+    n_startup_trials: int = Field(5, ge=0, description="median/hyperband: trials never pruned")
+    n_warmup_steps: int = Field(0, ge=0, description="median/hyperband: steps never pruned")
     slack: float = Field(
         1.0,
         ge=1.0,
@@ -190,13 +197,15 @@ class FixedTrial(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    init: str | None = None
-    init_scale: float | None = Field(None, gt=0)
-    grad_clip: Literal["norm", "value", "none"] | None = None
-    grad_clip_threshold: float | None = Field(None, gt=0)
-    normalization: Normalization | None = None
-    lr: float | None = Field(None, gt=0)
-    optimizer: str | None = None
+    init: InitName | None = Field(None, description="the init scheme")
+    init_scale: float | None = Field(None, gt=0, description="the init's scale")
+    grad_clip: Literal["norm", "value", "none"] | None = Field(
+        None, description="the clipping mode; none or null: no clipping"
+    )
+    grad_clip_threshold: float | None = Field(None, gt=0, description="the clipping threshold")
+    normalization: NormalizationEntry | None = Field(None, description="the normalization")
+    lr: float | None = Field(None, gt=0, description="the learning rate")
+    optimizer: OptimizerName | None = Field(None, description="the optimizer")
 
     @model_serializer(mode="wrap")
     def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -242,24 +251,30 @@ class FixedTrial(BaseModel):
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: Label = Field(min_length=1, max_length=200)
+    name: Label = Field(min_length=1, max_length=200, description="a name for people")
     owner: SpecOwner = None
-    task: TaskConfig
-    architecture: ArchConfig
-    fixed: Fixed
-    search_space: SearchSpace
-    objective: Objective | list[Objective] = "steps_to_target"
-    n_trials: int = Field(20, ge=1, le=MAX_TRIALS)
-    parallelism: int = Field(2, ge=1, le=64)
-    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
-    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    task: TaskEntry = Field(description="what every trial learns", examples=["deep_linear"])
+    architecture: ArchEntry = Field(description="the model of every trial", examples=["mlp"])
+    fixed: Fixed = Field(description="settings every trial shares")
+    search_space: SearchSpace = Field(description="what the sampler chooses per trial")
+    objective: Objective | list[Objective] = Field(
+        "steps_to_target", description="what is minimized; a list: a multi-objective study"
+    )
+    n_trials: int = Field(20, ge=1, le=MAX_TRIALS, description="trials to run")
+    parallelism: int = Field(2, ge=1, le=64, description="trials in flight at a time")
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec, description="how trials are chosen")
+    pruner: PrunerSpec = Field(
+        default_factory=PrunerSpec, description="when unpromising trials stop early"
+    )
     confirm_seeds: list[int] = Field(
         default_factory=lambda: [1, 2, 3],
         min_length=1,
         max_length=20,
         description="fresh seeds on which the best trial is re-run against the baseline",
     )
-    max_attempts: int | None = Field(None, ge=1, le=20)
+    max_attempts: int | None = Field(
+        None, ge=1, le=20, description="starts allowed per run; null: PLATEAU_MAX_ATTEMPTS"
+    )
     enqueue: list[FixedTrial] = Field(
         default_factory=list,
         max_length=MAX_TRIALS,
@@ -267,10 +282,10 @@ class StudySpec(BaseModel):
         "towards n_trials",
     )
 
-    @field_validator("task", "architecture", mode="before")
+    @field_validator("confirm_seeds")
     @classmethod
-    def _short(cls, v: Any) -> Any:
-        return named_entry(v)
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        return distinct("confirm_seeds", v)
 
     @field_validator("objective")
     @classmethod

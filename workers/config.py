@@ -21,13 +21,38 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from workers.plugins import architecture_plugins, task_plugins
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+# Fields that several configs share, described once.
+NTrain = Annotated[int, Field(ge=16, le=200_000, description="training samples")]
+NTest = Annotated[int, Field(ge=16, le=100_000, description="test samples")]
+InputDim = Annotated[int, Field(ge=1, le=4096, description="dimension of an input")]
+Noise = Annotated[float, Field(ge=0, description="std of the Gaussian noise added")]
+Depth = Annotated[int, Field(ge=1, le=64, description="hidden layers")]
+Width = Annotated[int, Field(ge=1, le=8192, description="units per hidden layer")]
+
+
+def registry_name_required(schema: dict[str, Any]) -> None:
+    """JSON schema of a registry entry: its `name` is required and described.
+
+    `name` has a default in Python (DefaultInit() is the default init), but it is the tag
+    of the discriminated unions below: a document without it matches no member, so the
+    schema a client builds bodies from must say it is required."""
+    name = schema.get("properties", {}).get("name")
+    if name is None:
+        return
+    name.setdefault("description", "the registry name that chooses this entry")
+    schema["required"] = ["name", *[f for f in schema.get("required", []) if f != "name"]]
 
 
 class Strict(BaseModel):
     """Base for config models: unknown fields are errors, not silently ignored, and numbers
     are finite (JSON has no inf or NaN; Python's parser accepts `Infinity` all the same)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        json_schema_extra=registry_name_required,
+    )
 
 
 # --- tasks -----------------------------------------------------------------------------
@@ -37,7 +62,7 @@ class DigitsTask(Strict):
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes)."""
 
     name: Literal["digits"] = "digits"
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing")
     n_train: int | None = Field(
         None, ge=10, le=1797, description="train on the first N of the training split (all: null)"
     )
@@ -61,22 +86,25 @@ class TeacherStudentTask(Strict):
     """Gaussian inputs, targets from a random soft-committee teacher (regression, MSE)."""
 
     name: Literal["teacher_student"] = "teacher_student"
-    input_dim: int = Field(20, ge=1, le=4096)
-    teacher_hidden: int = Field(4, ge=1, le=1024)
-    n_train: int = Field(2000, ge=16, le=200_000)
-    n_test: int = Field(500, ge=16, le=100_000)
-    noise: float = Field(0.0, ge=0)
+    input_dim: InputDim = 20
+    teacher_hidden: int = Field(4, ge=1, le=1024, description="hidden units of the teacher")
+    n_train: NTrain = 2000
+    n_test: NTest = 500
+    noise: Noise = 0.0
 
 
 class DeepLinearTask(Strict):
     """Learn y = A x with whitened x and A with the given singular values (MSE)."""
 
     name: Literal["deep_linear"] = "deep_linear"
-    input_dim: int = Field(16, ge=1, le=4096)
-    output_dim: int = Field(16, ge=1, le=4096)
-    singular_values: list[PositiveFloat] = Field(default_factory=lambda: [4.0, 2.0, 1.0, 0.5])
-    n_train: int = Field(1024, ge=16, le=200_000)
-    n_test: int = Field(256, ge=16, le=100_000)
+    input_dim: InputDim = 16
+    output_dim: int = Field(16, ge=1, le=4096, description="dimension of a target")
+    singular_values: list[PositiveFloat] = Field(
+        default_factory=lambda: [4.0, 2.0, 1.0, 0.5],
+        description="singular values of A, one per mode (Saxe et al.'s s)",
+    )
+    n_train: NTrain = 1024
+    n_test: NTest = 256
 
     @model_validator(mode="after")
     def _rank_fits(self) -> DeepLinearTask:
@@ -101,10 +129,10 @@ class ParityTask(Strict):
     """n-bit (sparse) parity of +-1 inputs; label is the parity of the first k bits."""
 
     name: Literal["parity"] = "parity"
-    n_bits: int = Field(10, ge=2, le=64)
+    n_bits: int = Field(10, ge=2, le=64, description="bits of an input")
     k: int | None = Field(None, ge=1, description="bits that decide the label (default: all)")
-    n_train: int = Field(2000, ge=16, le=200_000)
-    n_test: int = Field(1000, ge=16, le=100_000)
+    n_train: NTrain = 2000
+    n_test: NTest = 1000
 
     @model_validator(mode="after")
     def _k_fits(self) -> ParityTask:
@@ -117,18 +145,18 @@ class SpiralsTask(Strict):
     """Two interleaved 2-D spirals, binary classification."""
 
     name: Literal["spirals"] = "spirals"
-    turns: float = Field(1.5, gt=0, le=10)
-    noise: float = Field(0.05, ge=0)
-    n_train: int = Field(1000, ge=16, le=200_000)
-    n_test: int = Field(500, ge=16, le=100_000)
+    turns: float = Field(1.5, gt=0, le=10, description="turns of each spiral")
+    noise: Noise = 0.05
+    n_train: NTrain = 1000
+    n_test: NTest = 500
 
 
 class ModularAdditionTask(Strict):
     """(a + b) mod p from the token pair (a, b); trained on a fraction of all p^2 pairs."""
 
     name: Literal["modular_addition"] = "modular_addition"
-    p: int = Field(23, ge=2, le=512)
-    train_fraction: float = Field(0.5, gt=0, lt=1)
+    p: int = Field(23, ge=2, le=512, description="the modulus")
+    train_fraction: float = Field(0.5, gt=0, lt=1, description="fraction of pairs trained on")
 
     @model_validator(mode="after")
     def _split_fits(self) -> ModularAdditionTask:
@@ -194,18 +222,37 @@ TASK_INPUT_KIND: dict[str, str] = {
 }
 
 
+# --- verdicts (workers/diagnose.py applies the rules; here, torch-free, for the API) -------
+
+Verdict = Literal[
+    "converged",
+    "local_minimum",
+    "saddle",
+    "plateau",
+    "diverged",
+    "still_improving",
+    "edge_of_stability",
+    "unstable",
+    "inconclusive",
+]
+
+
 # --- architectures ---------------------------------------------------------------------
 
-Activation = Literal["relu", "tanh", "gelu", "linear"]
-Normalization = Literal["none", "batchnorm", "layernorm"]
+Activation = Annotated[
+    Literal["relu", "tanh", "gelu", "linear"], Field(description="nonlinearity between layers")
+]
+Normalization = Annotated[
+    Literal["none", "batchnorm", "layernorm"], Field(description="normalization layers")
+]
 
 
 class MLPArch(Strict):
     """Fully connected net: `depth` hidden layers of `width`, Linear -> norm -> activation."""
 
     name: Literal["mlp"] = "mlp"
-    depth: int = Field(2, ge=1, le=64)
-    width: int = Field(64, ge=1, le=8192)
+    depth: Depth = 2
+    width: Width = 64
     activation: Activation = "relu"
 
 
@@ -213,8 +260,8 @@ class DeepLinearArch(Strict):
     """An MLP without nonlinearity or biases: the classic model of staged learning."""
 
     name: Literal["deep_linear"] = "deep_linear"
-    depth: int = Field(4, ge=1, le=64)
-    width: int = Field(32, ge=1, le=8192)
+    depth: Depth = 4
+    width: Width = 32
 
 
 class ResMLPArch(Strict):
@@ -222,7 +269,7 @@ class ResMLPArch(Strict):
 
     name: Literal["resmlp"] = "resmlp"
     depth: int = Field(4, ge=1, le=64, description="number of residual blocks")
-    width: int = Field(64, ge=1, le=8192)
+    width: Width = 64
     activation: Activation = "relu"
 
 
@@ -231,7 +278,10 @@ class CNNArch(Strict):
 
     name: Literal["cnn"] = "cnn"
     channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
-        default_factory=lambda: [16, 32], min_length=1, max_length=8
+        default_factory=lambda: [16, 32],
+        min_length=1,
+        max_length=8,
+        description="output channels of each conv block",
     )
     activation: Activation = "relu"
 
@@ -240,10 +290,10 @@ class TransformerArch(Strict):
     """Tiny pre-norm decoder-style transformer reading a token sequence, predicting the last."""
 
     name: Literal["transformer"] = "transformer"
-    d_model: int = Field(64, ge=4, le=2048)
-    n_heads: int = Field(4, ge=1, le=64)
-    n_layers: int = Field(1, ge=1, le=16)
-    mlp_ratio: int = Field(4, ge=1, le=16)
+    d_model: int = Field(64, ge=4, le=2048, description="width of the residual stream")
+    n_heads: int = Field(4, ge=1, le=64, description="attention heads (divide d_model)")
+    n_layers: int = Field(1, ge=1, le=16, description="transformer blocks")
+    mlp_ratio: int = Field(4, ge=1, le=16, description="MLP width / d_model")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerArch:
@@ -318,12 +368,12 @@ class XavierNormalInit(_Init):
 
 class KaimingUniformInit(_Init):
     name: Literal["kaiming_uniform"] = "kaiming_uniform"
-    mode: Literal["fan_in", "fan_out"] = "fan_in"
+    mode: Literal["fan_in", "fan_out"] = Field("fan_in", description="fan that sets the variance")
 
 
 class KaimingNormalInit(_Init):
     name: Literal["kaiming_normal"] = "kaiming_normal"
-    mode: Literal["fan_in", "fan_out"] = "fan_in"
+    mode: Literal["fan_in", "fan_out"] = Field("fan_in", description="fan that sets the variance")
 
 
 class LecunNormalInit(_Init):
@@ -336,12 +386,12 @@ class OrthogonalInit(_Init):
 
 class NormalInit(_Init):
     name: Literal["normal"] = "normal"
-    std: PositiveFloat = 0.01
+    std: PositiveFloat = Field(0.01, description="standard deviation")
 
 
 class UniformInit(_Init):
     name: Literal["uniform"] = "uniform"
-    bound: PositiveFloat = 0.05
+    bound: PositiveFloat = Field(0.05, description="U(-bound, bound)")
 
 
 # Version of each init's definition. It is part of `config_key`, so runs made under an older
@@ -376,16 +426,16 @@ class CosineSchedule(Strict):
     """Cosine decay from lr to lr * min_factor over the budget."""
 
     name: Literal["cosine"] = "cosine"
-    min_factor: float = Field(0.0, ge=0, le=1)
+    min_factor: float = Field(0.0, ge=0, le=1, description="final lr = lr * min_factor")
 
 
 class WarmupSchedule(Strict):
     """Linear warmup over `warmup_steps`, then constant or cosine decay."""
 
     name: Literal["linear_warmup"] = "linear_warmup"
-    warmup_steps: int = Field(100, ge=1)
-    then: Literal["constant", "cosine"] = "cosine"
-    min_factor: float = Field(0.0, ge=0, le=1)
+    warmup_steps: int = Field(100, ge=1, description="steps of linear warmup from 0 to lr")
+    then: Literal["constant", "cosine"] = Field("cosine", description="the schedule after")
+    min_factor: float = Field(0.0, ge=0, le=1, description="final lr = lr * min_factor")
 
 
 ScheduleConfig = Annotated[
@@ -393,16 +443,25 @@ ScheduleConfig = Annotated[
 ]
 
 
+Beta1 = Annotated[float, Field(ge=0, lt=1, description="decay of the first moment")]
+Beta2 = Annotated[float, Field(ge=0, lt=1, description="decay of the second moment")]
+Eps = Annotated[float, Field(gt=0, description="added to the denominator")]
+Momentum = Annotated[float, Field(ge=0, lt=1, description="momentum coefficient")]
+WeightDecay = Annotated[float, Field(ge=0, description="weight decay coefficient")]
+
+
 class _Optim(Strict):
-    lr: PositiveFloat
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: ScheduleConfig = Field(default_factory=ConstantSchedule)
+    lr: PositiveFloat = Field(description="learning rate", examples=[0.1, 0.001])
+    weight_decay: WeightDecay = 0.0
+    schedule: ScheduleConfig = Field(
+        default_factory=ConstantSchedule, description="how the lr changes over the budget"
+    )
 
 
 class SGDOptim(_Optim):
     name: Literal["sgd"] = "sgd"
-    momentum: float = Field(0.0, ge=0, lt=1)
-    nesterov: bool = False
+    momentum: Momentum = 0.0
+    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0)")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> SGDOptim:
@@ -413,29 +472,29 @@ class SGDOptim(_Optim):
 
 class AdamOptim(_Optim):
     name: Literal["adam"] = "adam"
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    eps: PositiveFloat = 1e-8
+    beta1: Beta1 = 0.9
+    beta2: Beta2 = 0.999
+    eps: Eps = 1e-8
 
 
 class AdamWOptim(_Optim):
     name: Literal["adamw"] = "adamw"
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    eps: PositiveFloat = 1e-8
-    weight_decay: float = Field(0.01, ge=0)
+    beta1: Beta1 = 0.9
+    beta2: Beta2 = 0.999
+    eps: Eps = 1e-8
+    weight_decay: WeightDecay = 0.01
 
 
 class RMSpropOptim(_Optim):
     name: Literal["rmsprop"] = "rmsprop"
-    alpha: float = Field(0.99, gt=0, lt=1)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    eps: PositiveFloat = 1e-8
+    alpha: float = Field(0.99, gt=0, lt=1, description="decay of the squared-gradient average")
+    momentum: Momentum = 0.0
+    eps: Eps = 1e-8
 
 
 class AdagradOptim(_Optim):
     name: Literal["adagrad"] = "adagrad"
-    eps: PositiveFloat = 1e-10
+    eps: Eps = 1e-10
 
 
 OptimizerConfig = Annotated[
@@ -450,12 +509,12 @@ OptimizerConfig = Annotated[
 class GradClip(Strict):
     """`norm`: rescale so the global L2 norm is at most threshold; `value`: clamp each entry."""
 
-    mode: Literal["norm", "value"] = "norm"
-    threshold: PositiveFloat
+    mode: Literal["norm", "value"] = Field("norm", description="clip the global norm or entries")
+    threshold: PositiveFloat = Field(description="the largest norm (or entry) let through")
 
 
 class Budget(Strict):
-    steps: int = Field(500, ge=1, le=1_000_000)
+    steps: int = Field(500, ge=1, le=1_000_000, description="training steps")
     batch_size: int = Field(
         128,
         ge=1,
@@ -524,7 +583,9 @@ class Divergence(Strict):
 class ProbeSpec(Strict):
     """When to probe the loss landscape, and how much each probe may cost."""
 
-    at: list[Literal["end", "plateau"]] = Field(default_factory=list)
+    at: list[Literal["end", "plateau"]] = Field(
+        default_factory=list, description="probe at the end, and/or on entering a plateau"
+    )
     every: int | None = Field(None, ge=1, description="also probe every N steps")
     max_plateau_probes: int = Field(
         3, ge=0, le=100, description="probe at most this many plateau entries per run"
@@ -542,7 +603,7 @@ class ProbeSpec(Strict):
         description="Lanczos steps to start with; more are taken, up to "
         "lanczos_max_steps, until the k extreme eigenvalues converge",
     )
-    lanczos_max_steps: int = Field(300, ge=2, le=5000)
+    lanczos_max_steps: int = Field(300, ge=2, le=5000, description="most Lanczos steps")
     trace_method: Literal["auto", "hutchinson", "hutchpp", "xtrace"] = Field(
         "auto", description="trace estimator (workers/probes/__init__.py says what auto picks)"
     )
@@ -552,9 +613,9 @@ class ProbeSpec(Strict):
         le=10_000,
         description="matrix-vector products of the trace estimate (>= 2 for a standard error)",
     )
-    slq_vectors: int = Field(4, ge=2, le=200)
-    slq_steps: int = Field(30, ge=2, le=500)
-    slice_points: int = Field(21, ge=3, le=201)
+    slq_vectors: int = Field(4, ge=2, le=200, description="random vectors of the SLQ density")
+    slq_steps: int = Field(30, ge=2, le=500, description="Lanczos steps per SLQ vector")
+    slice_points: int = Field(21, ge=3, le=201, description="points along each loss slice")
     max_samples: int = Field(2048, ge=16, description="probe batch: first N training samples")
     mode: Literal["eval", "train"] = Field(
         "eval", description="model mode while probing (BatchNorm uses running stats in eval)"

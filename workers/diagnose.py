@@ -66,22 +66,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
-from workers.config import PlateauThresholds, RunConfig
+from workers.config import PlateauThresholds, RunConfig, Verdict
 from workers.optim import lr_factor
 
-VERDICTS = (
-    "converged",
-    "local_minimum",
-    "saddle",
-    "plateau",
-    "diverged",
-    "still_improving",
-    "edge_of_stability",
-    "unstable",
-    "inconclusive",
-)
+VERDICTS: tuple[str, ...] = get_args(Verdict)
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "neg_tol": 1e-3,  # lambda_min below -neg_tol * lambda_max is negative curvature

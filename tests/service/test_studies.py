@@ -51,7 +51,10 @@ BAD = [
     ("inverted range", {"init_scale": [2.0, 0.01]}, "init_scale", "inverted range"),
     ("empty range", {"init_scale": [0.5, 0.5]}, "init_scale", "need low < high"),
     ("zero in a log range", {"init_scale": [0.0, 1.0]}, "init_scale", "greater than 0"),
-    ("unknown init", {"init": ["glorot"]}, "init", "expected one of: default"),
+    ("unknown init", {"init": ["glorot"]}, "init.0", "unknown init 'glorot' (known: default,"),
+    ("misspelled init", {"init": ["orthgonal"]}, "init.0", "did you mean 'orthogonal'?"),
+    ("duplicate init", {"init": ["default", "default"]}, "init", "init[1] repeats"),
+    ("misspelled optimizer", {"optimizer": ["adma"]}, "optimizer.0", "did you mean 'adam'"),
     ("unknown normalization", {"normalization": ["groupnorm"]}, "normalization", "batchnorm"),
     ("unknown optimizer", {"optimizer": ["sgd", "lion"]}, "optimizer", "adagrad"),
     (
@@ -132,9 +135,19 @@ def test_bad_search_spaces_are_422_and_write_nothing(
             "enqueue[1]: init_scale 3.0 is outside search_space.init_scale [0.05, 1.0]",
         ),
         (
-            {"enqueue": [{"init": "glorot"}]},
+            {"enqueue": [{"init": "uniform"}]},
             "body",
-            "enqueue[0]: init 'glorot' is not in search_space.init",
+            "enqueue[0]: init 'uniform' is not in search_space.init",
+        ),
+        (
+            {"enqueue": [{"init": "orthogonl"}]},
+            "enqueue.0.init",
+            "unknown init 'orthogonl'; did you mean 'orthogonal'?",
+        ),
+        (
+            {"confirm_seeds": [1, 2, 1]},
+            "confirm_seeds",
+            "confirm_seeds[2] repeats confirm_seeds[0] (1)",
         ),
         (
             {"enqueue": [{"lr": 0.1}]},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from db import auth as db_auth
 from db.models import ApiKey, User
@@ -13,12 +13,12 @@ from service import auth
 from service.api.auth import AdminIdentity, CurrentIdentity
 from service.api.deps import SessionDep
 from service.api.views import key_public
-from service.schemas import KeyCreate, KeyCreated, KeyPublic, KeysPublic
+from service.schemas import INVALID, NOT_FOUND, KeyCreate, KeyCreated, KeyPublic, KeysPublic
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
 
-@router.get("")
+@router.get("", responses=NOT_FOUND | INVALID)
 def read_keys(
     identity: CurrentIdentity,
     session: SessionDep,
@@ -39,7 +39,7 @@ def read_keys(
     return KeysPublic(data=[KeyPublic(**key_public(k)) for k in keys], count=len(keys))
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=NOT_FOUND | INVALID)
 def create_key(body: KeyCreate, identity: AdminIdentity, session: SessionDep) -> KeyCreated:
     """A new key of a user. The answer holds the key; it is stored only as a hash, so this
     is the one time anyone sees it."""
@@ -57,7 +57,11 @@ def create_key(body: KeyCreate, identity: AdminIdentity, session: SessionDep) ->
     return KeyCreated(**key_public(key), key=token)
 
 
-def get_key(prefix: str, session: SessionDep, identity: CurrentIdentity) -> ApiKey:
+def get_key(
+    prefix: Annotated[str, Path(description="the key's prefix: pb_ and 8 characters")],
+    session: SessionDep,
+    identity: CurrentIdentity,
+) -> ApiKey:
     """The key with that prefix: any for an admin; only your own for others (404 for the
     rest, which tells nothing about other users' keys)."""
     key = db_auth.get_key(session=session, prefix=prefix)
@@ -72,7 +76,7 @@ def get_key(prefix: str, session: SessionDep, identity: CurrentIdentity) -> ApiK
 KeyDep = Annotated[ApiKey, Depends(get_key)]
 
 
-@router.post("/{prefix}/revoke")
+@router.post("/{prefix}/revoke", responses=NOT_FOUND | INVALID)
 def revoke_key(key: KeyDep, identity: CurrentIdentity, session: SessionDep) -> KeyPublic:
     """Revoke a key at once (its page sessions end too). Revoking a revoked key changes
     nothing and answers the same."""

@@ -13,11 +13,16 @@ from service.leaderboard import (
     LeaderboardQuery,
     leaderboard_page,
 )
+from service.schemas import INVALID, INVALID_JSON
 
 router = APIRouter(tags=["leaderboard"])
 
 
-@router.get("/leaderboard")
+class CsvResponse(PlainTextResponse):
+    media_type = "text/csv"
+
+
+@router.get("/leaderboard", responses=INVALID)
 def read_leaderboard(
     query: Annotated[LeaderboardQuery, Query()], session: SessionDep
 ) -> LeaderboardPublic:
@@ -26,14 +31,20 @@ def read_leaderboard(
     return leaderboard_page(session=session, query=query)
 
 
-@router.get("/leaderboard.csv", response_class=PlainTextResponse)
+@router.get(
+    "/leaderboard.csv",
+    response_class=CsvResponse,
+    responses={
+        200: {"description": "the rows as CSV, a header line first"},
+        **INVALID_JSON,
+    },
+)
 def read_leaderboard_csv(
     query: Annotated[LeaderboardCsvQuery, Query()], session: SessionDep
-) -> PlainTextResponse:
+) -> CsvResponse:
     """The same rows as CSV (header line first); every row unless `limit` is given."""
     page = leaderboard_page(session=session, query=query)
-    return PlainTextResponse(
+    return CsvResponse(
         leaderboard_csv(page.data),
-        media_type="text/csv; charset=utf-8",
         headers={"content-disposition": 'inline; filename="leaderboard.csv"'},
     )

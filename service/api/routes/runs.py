@@ -6,15 +6,17 @@ from db import queries
 from service.api.auth import CurrentIdentity
 from service.api.deps import RunDep, SessionDep
 from service.api.views import result_dict, run_public
-from service.schemas import ProbePublic, ProbesPublic, RunDetail
+from service.schemas import INVALID, NOT_FOUND, ProbePublic, ProbesPublic, RunDetail
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
-@router.get("/{run_id}")
+@router.get("/{run_id}", responses=NOT_FOUND | INVALID)
 def read_run(
     run: RunDep, session: SessionDep, request: Request, identity: CurrentIdentity
 ) -> RunDetail:
+    """The run: status, config, result with its diagnosis, per-step curves, activation
+    statistics."""
     return RunDetail(
         **run_public(run, full_error=identity.has("admin")),
         config=run.config,
@@ -25,7 +27,8 @@ def read_run(
     )
 
 
-@router.get("/{run_id}/probes")
+@router.get("/{run_id}/probes", responses=NOT_FOUND | INVALID)
 def read_probes(run: RunDep, session: SessionDep) -> ProbesPublic:
+    """The run's landscape probes (Hessian eigenvalues, trace, density, slices), by step."""
     probes = queries.list_probes(session=session, run=run)
     return ProbesPublic(data=[ProbePublic.model_validate(p) for p in probes], count=len(probes))

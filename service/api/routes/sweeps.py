@@ -11,6 +11,9 @@ from service.api.views import run_list_item, sweep_public
 from service.limits import check_runs, reserve_queue, sweep_runs
 from service.ratelimit import limit_submissions
 from service.schemas import (
+    CONFLICT,
+    INVALID,
+    NOT_FOUND,
     RunsPublic,
     RunStatus,
     SweepCreate,
@@ -26,7 +29,7 @@ from service.sweeps import submit_sweep
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
-@router.post("", status_code=201, dependencies=[Depends(limit_submissions)])
+@router.post("", status_code=201, dependencies=[Depends(limit_submissions)], responses=INVALID)
 def create_sweep(
     spec: SweepCreate,
     identity: MemberIdentity,
@@ -34,6 +37,8 @@ def create_sweep(
     settings: SettingsDep,
     request: Request,
 ) -> SweepCreated:
+    """Queue a sweep: one run per point of the spec's grid (the Cartesian product of its
+    list-valued axes). Axis entries may be written short, as in the README."""
     check_runs(sweep_runs(spec), settings)
     team = request_team(request)
     reserve_queue(session=session, settings=settings, team=team, adding=spec.grid_size())
@@ -49,32 +54,37 @@ def create_sweep(
     )
 
 
-@router.get("")
+@router.get("", responses=INVALID)
 def read_sweeps(
-    session: SessionDep, offset: Offset = 0, limit: int = Query(50, ge=1, le=500)
+    session: SessionDep,
+    offset: Offset = 0,
+    limit: int = Query(50, ge=1, le=500, description="sweeps per page"),
 ) -> SweepsPublic:
+    """The sweeps, newest first, with their runs counted by status."""
     sweeps, count = queries.list_sweeps(session=session, offset=offset, limit=limit)
     counts = queries.run_counts(session=session, sweep_ids=[s.id for s in sweeps])
     return SweepsPublic(data=[sweep_public(s, counts[s.id]) for s in sweeps], count=count)
 
 
-@router.get("/{sweep_id}")
+@router.get("/{sweep_id}", responses=NOT_FOUND | INVALID)
 def read_sweep(sweep: SweepDep, session: SessionDep) -> SweepDetail:
+    """The sweep, its runs counted by status, and its spec."""
     counts = queries.run_counts(session=session, sweep_ids=[sweep.id])[sweep.id]
     view = sweep_public(sweep, counts, detail=True)
     assert isinstance(view, SweepDetail)
     return view
 
 
-@router.get("/{sweep_id}/runs")
+@router.get("/{sweep_id}/runs", responses=NOT_FOUND | INVALID)
 def read_sweep_runs(
     sweep: SweepDep,
     session: SessionDep,
     identity: CurrentIdentity,
     offset: Offset = 0,
-    limit: int = Query(100, ge=1, le=1000),
-    status: RunStatus | None = None,
+    limit: int = Query(100, ge=1, le=1000, description="runs per page"),
+    status: RunStatus | None = Query(None, description="only runs with this status"),
 ) -> RunsPublic:
+    """The sweep's runs in grid order, with their results and verdicts once finished."""
     runs, count = queries.list_runs(
         session=session, sweep_id=sweep.id, offset=offset, limit=limit, status=status
     )
@@ -82,7 +92,7 @@ def read_sweep_runs(
     return RunsPublic(data=[run_list_item(r, full_error=full) for r in runs], count=count)
 
 
-@router.post("/{sweep_id}/cancel")
+@router.post("/{sweep_id}/cancel", responses=NOT_FOUND | INVALID)
 def cancel_sweep(identity: MemberIdentity, sweep: SweepDep, session: SessionDep) -> SweepPublic:
     """Cancel the sweep's queued and running runs: its owner or an admin (403 otherwise)."""
     ensure_may_change(identity, sweep.owner_user, f"sweep {sweep.id}", "cancel")
@@ -93,7 +103,7 @@ def cancel_sweep(identity: MemberIdentity, sweep: SweepDep, session: SessionDep)
     return sweep_public(sweep, counts)
 
 
-@router.delete("/{sweep_id}", responses={409: {"description": "the sweep holds a study"}})
+@router.delete("/{sweep_id}", responses=NOT_FOUND | CONFLICT | INVALID)
 def delete_sweep(identity: MemberIdentity, sweep: SweepDep, session: SessionDep) -> SweepDeleted:
     """Delete the sweep with its runs, curves, probes and results; the leaderboard's sums
     of the configurations it had results in are recomputed. Its running runs stop at their
@@ -118,7 +128,7 @@ def delete_sweep(identity: MemberIdentity, sweep: SweepDep, session: SessionDep)
 @router.post(
     "/{sweep_id}/retry",
     dependencies=[Depends(limit_submissions)],
-    responses={409: {"description": "the sweep is cancelled or holds a study"}},
+    responses=NOT_FOUND | CONFLICT | INVALID,
 )
 def retry_sweep(
     identity: MemberIdentity,

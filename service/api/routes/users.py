@@ -5,13 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Path as PathParam
 
 from db import auth as db_auth
 from db.models import User
 from service import auth
 from service.api.auth import AdminIdentity, CurrentIdentity, auth_on
 from service.api.deps import SessionDep, SettingsDep
-from service.schemas import IdentityPublic, UserCreate, UserPublic, UsersPublic, UserUpdate
+from service.schemas import (
+    CONFLICT,
+    INVALID,
+    NOT_FOUND,
+    IdentityPublic,
+    UserCreate,
+    UserPublic,
+    UsersPublic,
+    UserUpdate,
+)
 
 router = APIRouter(tags=["users"])
 
@@ -32,11 +42,12 @@ def read_me(
 
 @router.get("/users")
 def read_users(_: AdminIdentity, session: SessionDep) -> UsersPublic:
+    """The team's users. Admins only."""
     users = db_auth.list_users(session=session)
     return UsersPublic(data=[UserPublic.model_validate(u) for u in users], count=len(users))
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, responses=CONFLICT | INVALID)
 def create_user(body: UserCreate, identity: AdminIdentity, session: SessionDep) -> UserPublic:
     """A team user (409 if one has the name; a legacy user of that name is adopted)."""
     user = auth.create_user(
@@ -50,7 +61,9 @@ def create_user(body: UserCreate, identity: AdminIdentity, session: SessionDep) 
     return UserPublic.model_validate(user)
 
 
-def get_user(name: str, session: SessionDep) -> User:
+def get_user(
+    name: Annotated[str, PathParam(description="the user's name")], session: SessionDep
+) -> User:
     user = db_auth.get_user(session=session, name=name)
     if user is None:
         raise HTTPException(404, f"user {name!r} not found")
@@ -60,7 +73,7 @@ def get_user(name: str, session: SessionDep) -> User:
 UserDep = Annotated[User, Depends(get_user)]
 
 
-@router.patch("/users/{name}")
+@router.patch("/users/{name}", responses=NOT_FOUND | CONFLICT | INVALID)
 def update_user(
     body: UserUpdate, identity: AdminIdentity, user: UserDep, session: SessionDep
 ) -> UserPublic:
