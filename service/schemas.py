@@ -8,17 +8,19 @@ extend (tasks, architectures) are plain strings with examples."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from db.models import RUN_STATUSES
-from service.spec import SweepSpec
+from service.spec import SweepSpec, known
 from workers.config import Verdict
 
 SweepCreate = SweepSpec
 RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
 assert get_args(RunStatus) == RUN_STATUSES
+# As a filter: a misspelled status is refused with "did you mean", not matched by no run.
+RunStatusFilter = Annotated[RunStatus, BeforeValidator(known("run status", RUN_STATUSES))]
 # db.queries.sweep_status
 SweepStatus = Literal["queued", "running", "finished", "cancelled"]
 # db.models.Study.state

@@ -34,6 +34,18 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture
+def sqlite_client(sqlite_url: str) -> Iterator[TestClient]:
+    """The app on one migrated SQLite database, without a rate limit (for tests whose subject
+    is not the backend: the OpenAPI document, refusals, pages)."""
+    from db.migrate import upgrade
+
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url, submit_rate_limit="")
+    with TestClient(create_app(settings, dispatch=False)) as c:
+        yield c
+
+
 class LiveServer:
     """The app served by a real uvicorn on a free 127.0.0.1 port, in a thread: responses
     travel over TCP after the route returns, as in production (TestClient finishes a

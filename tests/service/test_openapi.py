@@ -17,9 +17,7 @@ from fastapi.testclient import TestClient
 
 from db.leaderboard import METRICS
 from db.models import RUN_STATUSES
-from service.api.main import create_app
 from service.schemas import ValidationProblems
-from service.settings import Settings
 from tests.service.conftest import QUICK_SPEC
 
 README = Path(__file__).parents[2] / "README.md"
@@ -27,18 +25,8 @@ METHODS = ("get", "post", "put", "patch", "delete")
 
 
 @pytest.fixture
-def doc_client(sqlite_url: str) -> Iterator[TestClient]:
-    from db.migrate import upgrade
-
-    upgrade(sqlite_url)
-    settings = Settings(database_url=sqlite_url, submit_rate_limit="")
-    with TestClient(create_app(settings, dispatch=False)) as client:
-        yield client
-
-
-@pytest.fixture
-def document(doc_client: TestClient) -> dict[str, Any]:
-    r = doc_client.get("/openapi.json")
+def document(sqlite_client: TestClient) -> dict[str, Any]:
+    r = sqlite_client.get("/openapi.json")
     assert r.status_code == 200
     return r.json()
 
@@ -162,7 +150,7 @@ def test_union_members_require_their_name(document):
         assert "const" in schema(document, name)["properties"]["name"]
 
 
-def test_study_endpoints_answer_typed_models(document, doc_client):
+def test_study_endpoints_answer_typed_models(document, sqlite_client):
     def response(path: str, method: str, status: str = "200") -> str:
         content = document["paths"][path][method]["responses"][status]["content"]
         return content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
@@ -173,13 +161,13 @@ def test_study_endpoints_answer_typed_models(document, doc_client):
     assert response("/api/v1/studies/{study_id}/cancel", "post") == "StudyCancelled"
     from tests.service.test_limits import STUDY
 
-    created = doc_client.post("/api/v1/studies", json=STUDY)
+    created = sqlite_client.post("/api/v1/studies", json=STUDY)
     assert created.status_code == 201, created.text
-    study = doc_client.get(created.json()["url"]).json()
+    study = sqlite_client.get(created.json()["url"]).json()
     assert study["state"] == "running" and study["trials"] == [] and study["best_trial"] is None
-    listed = doc_client.get("/api/v1/studies").json()
+    listed = sqlite_client.get("/api/v1/studies").json()
     assert listed["count"] == 1 and listed["data"][0]["id"] == study["id"]
-    cancelled = doc_client.post(f"/api/v1/studies/{study['id']}/cancel").json()
+    cancelled = sqlite_client.post(f"/api/v1/studies/{study['id']}/cancel").json()
     assert cancelled == {"id": study["id"], "state": "cancelled"}
 
 
@@ -200,23 +188,23 @@ def test_404_409_and_422_are_documented(document):
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
-def test_documented_4xx_bodies_are_what_the_app_sends(doc_client):
+def test_documented_4xx_bodies_are_what_the_app_sends(sqlite_client):
     bad = [
-        doc_client.post("/api/v1/sweeps", json={**QUICK_SPEC, "seeds": [0, 0]}),
-        doc_client.get("/api/v1/leaderboard", params={"limit": 0}),
-        doc_client.get("/api/v1/runs/0"),
+        sqlite_client.post("/api/v1/sweeps", json={**QUICK_SPEC, "seeds": [0, 0]}),
+        sqlite_client.get("/api/v1/leaderboard", params={"limit": 0}),
+        sqlite_client.get("/api/v1/runs/0"),
     ]
     for r in bad:
         assert r.status_code == 422, r.text
         ValidationProblems.model_validate(r.json())
-    missing = doc_client.get("/api/v1/sweeps/999999")
+    missing = sqlite_client.get("/api/v1/sweeps/999999")
     assert missing.status_code == 404 and set(missing.json()) == {"detail"}
 
 
-def test_the_csv_is_declared_and_sent_as_text_csv(document, doc_client):
+def test_the_csv_is_declared_and_sent_as_text_csv(document, sqlite_client):
     answers = document["paths"]["/api/v1/leaderboard.csv"]["get"]["responses"]
     assert list(answers["200"]["content"]) == ["text/csv"]
-    r = doc_client.get("/api/v1/leaderboard.csv")
+    r = sqlite_client.get("/api/v1/leaderboard.csv")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
 
 
@@ -233,13 +221,13 @@ def body_validator(document: dict[str, Any], name: str) -> jsonschema.Draft20201
     return jsonschema.Draft202012Validator(root)
 
 
-def test_the_readme_example_matches_the_request_schema(document, doc_client):
+def test_the_readme_example_matches_the_request_schema(document, sqlite_client):
     spec = readme_sweep()
     assert spec["inits"][0] == "default" and spec["grad_clip"] == [None, 1.0]
     assert spec["task"] == "digits"
     validator = body_validator(document, "SweepSpec")
     assert list(validator.iter_errors(spec)) == []
-    r = doc_client.post("/api/v1/sweeps", json=spec)
+    r = sqlite_client.post("/api/v1/sweeps", json=spec)
     assert r.status_code == 201, r.text
     # What the server refuses for its shape, the schema refuses too.
     for bad in (
@@ -249,4 +237,4 @@ def test_the_readme_example_matches_the_request_schema(document, doc_client):
         {**spec, "inits": [3]},
     ):
         assert list(validator.iter_errors(bad)), bad
-        assert doc_client.post("/api/v1/sweeps", json=bad).status_code == 422
+        assert sqlite_client.post("/api/v1/sweeps", json=bad).status_code == 422

@@ -15,7 +15,7 @@ from service.schemas import (
     INVALID,
     NOT_FOUND,
     RunsPublic,
-    RunStatus,
+    RunStatusFilter,
     SweepCreate,
     SweepCreated,
     SweepDeleted,
@@ -82,7 +82,7 @@ def read_sweep_runs(
     identity: CurrentIdentity,
     offset: Offset = 0,
     limit: int = Query(100, ge=1, le=1000, description="runs per page"),
-    status: RunStatus | None = Query(None, description="only runs with this status"),
+    status: RunStatusFilter | None = Query(None, description="only runs with this status"),
 ) -> RunsPublic:
     """The sweep's runs in grid order, with their results and verdicts once finished."""
     runs, count = queries.list_runs(
