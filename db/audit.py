@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, User
 
+TARGET_LENGTH: int = AuditEvent.__table__.c.target.type.length  # type: ignore[attr-defined]
+
 
 def record(
     *,
@@ -35,6 +37,11 @@ def record(
         event = AuditEvent(actor_id=actor.id, actor=actor.name)
     else:
         event = AuditEvent(actor_id=None, actor=actor)
+    # "user:" and a name of the 200 characters names may have is longer than the column:
+    # the column keeps its start (for listing), the detail the whole target.
+    if len(target) > TARGET_LENGTH:
+        detail = {**(detail or {}), "target": target}
+        target = target[:TARGET_LENGTH]
     event.action, event.target, event.detail, event.key_prefix = action, target, detail, key_prefix
     session.add(event)
     session.flush()

@@ -53,9 +53,11 @@ def sweep_status(*, counts: dict[str, int], cancelled: bool) -> str:
 
 
 def list_runs(
-    *, session: Session, sweep_id: int, offset: int, limit: int, status: str | None = None
+    *, session: Session, sweep_id: int | None, offset: int, limit: int, status: str | None = None
 ) -> tuple[Sequence[Run], int]:
-    where = [Run.sweep_id == sweep_id]
+    """A page of one sweep's runs in grid order, or (sweep_id None) of every sweep's, newest
+    first; with `status`, only those."""
+    where = [] if sweep_id is None else [Run.sweep_id == sweep_id]
     if status is not None:
         where.append(Run.status == status)
     count = session.scalar(select(func.count()).select_from(Run).where(*where)) or 0
@@ -63,7 +65,7 @@ def list_runs(
         select(Run)
         .options(selectinload(Run.result))
         .where(*where)
-        .order_by(Run.grid_index)
+        .order_by(Run.grid_index if sweep_id is not None else Run.id.desc())
         .offset(offset)
         .limit(limit)
     ).all()

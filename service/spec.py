@@ -76,7 +76,12 @@ def printable(value: str) -> str:
 
 
 # Free text a person chooses (names, owners, filters): printable, one line.
-Label = Annotated[str, AfterValidator(printable)]
+Label = Annotated[
+    str,
+    AfterValidator(printable),
+    # The same in the schema, for clients (lone surrogates have no JSON-schema pattern).
+    Field(json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}),
+]
 
 # The `owner` of a sweep or study spec (both spell it alike).
 SpecOwner = Annotated[
@@ -95,7 +100,8 @@ ARCHITECTURE_NAMES = names_of(ArchConfig)
 OPTIMIZER_NAMES = names_of(OptimizerConfig)
 INIT_NAMES = names_of(InitConfig)
 NORMALIZATIONS: tuple[str, ...] = get_args(get_args(Normalization)[0])
-LOSSES = ("cross_entropy", "mse")
+LossName = Literal["cross_entropy", "mse"]
+LOSSES: tuple[str, ...] = get_args(LossName)
 
 
 def known(kind: str, names: Sequence[str]) -> Callable[[Any], Any]:
@@ -156,7 +162,7 @@ OptimizerEntry = Annotated[
 NormalizationEntry = Annotated[
     Normalization, BeforeValidator(known("normalization", NORMALIZATIONS))
 ]
-Loss = Annotated[Literal["cross_entropy", "mse"], BeforeValidator(known("loss", LOSSES))]
+Loss = Annotated[LossName, BeforeValidator(known("loss", LOSSES))]
 
 
 # A grad_clip entry as written: a GradClip, a number (the norm threshold) or null.
@@ -261,7 +267,11 @@ class SweepSpec(BaseModel):
         None, ge=1, le=20, description="starts allowed per run; null: PLATEAU_MAX_ATTEMPTS"
     )
 
-    @field_validator("grad_clip", mode="before", json_schema_input_type=list[ClipShort])
+    @field_validator(
+        "grad_clip",
+        mode="before",
+        json_schema_input_type=Annotated[list[ClipShort], Field(min_length=1)],
+    )
     @classmethod
     def _clip_short(cls, v: Any) -> Any:
         if not isinstance(v, list):

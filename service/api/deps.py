@@ -6,11 +6,13 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from db import queries
 from db.models import MAX_ID, Run, Sweep
 from db.session import open_session
+from service.schemas import RunStatusFilter
 from service.settings import Settings
 
 # Methods that only read. Every other method (POST, PUT, PATCH, DELETE) writes.
@@ -55,6 +57,17 @@ SweepId = Annotated[int, Path(ge=1, le=MAX_ID, description="a sweep's id")]
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a run's id")]
 StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="a study's id")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
+
+
+class RunsQuery(BaseModel):
+    """The page and filter of a list of runs (other query parameters are ignored)."""
+
+    offset: int = Field(0, ge=0, le=MAX_ID, description="rows to skip")
+    limit: int = Field(100, ge=1, le=1000, description="runs per page")
+    status: RunStatusFilter | None = Field(None, description="only runs with this status")
+
+
+RunsQueryDep = Annotated[RunsQuery, Query()]
 
 
 def get_sweep(sweep_id: SweepId, session: SessionDep) -> Sweep:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from db.models import TERMINAL_STATUSES, ApiKey, Run, Sweep
-from db.queries import sweep_status
-from service.schemas import Diagnosis, RunPublic, SweepDetail, SweepPublic
+from db.queries import list_runs, sweep_status
+from service.api.deps import RunsQuery
+from service.schemas import Diagnosis, RunPublic, RunsPublic, SweepDetail, SweepPublic
 
 
 def sweep_public(sweep: Sweep, counts: dict[str, int], *, detail: bool = False) -> SweepPublic:
@@ -90,6 +93,20 @@ def run_public(run: Run, *, full_error: bool = False) -> dict[str, Any]:
 
 def run_list_item(run: Run, *, full_error: bool = False) -> RunPublic:
     return RunPublic(**run_public(run, full_error=full_error))
+
+
+def runs_page(
+    *, session: Session, sweep_id: int | None, query: RunsQuery, full_error: bool
+) -> RunsPublic:
+    """A page of runs (one sweep's, or every sweep's): see db.queries.list_runs."""
+    runs, count = list_runs(
+        session=session,
+        sweep_id=sweep_id,
+        offset=query.offset,
+        limit=query.limit,
+        status=query.status,
+    )
+    return RunsPublic(data=[run_list_item(r, full_error=full_error) for r in runs], count=count)
 
 
 def key_public(key: ApiKey) -> dict[str, Any]:

@@ -38,12 +38,16 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 MIN_REQUESTS = 1000
 
 
-def answered() -> dict[str, float]:
-    """Requests this process answered so far, by status class (the latency histogram)."""
+def answered(method: str | None = None, route: str | None = None) -> dict[str, float]:
+    """Requests this process answered so far (of one method and route template, if given),
+    by status class (the latency histogram)."""
     from service.metrics import REQUEST_LATENCY
 
     counts: dict[str, float] = {}
     for sample in REQUEST_LATENCY.collect()[0].samples:
+        labels = sample.labels
+        if method is not None and (labels["method"], labels["route"]) != (method, route):
+            continue
         if sample.name.endswith("_count"):
             status = sample.labels["status"]
             counts[status] = counts.get(status, 0) + sample.value
@@ -78,10 +82,21 @@ def seed(url: str, client: Any) -> None:
     assert client.post("/api/v1/studies", json=STUDY).status_code == 201
 
 
+# Every request signs in as an admin: without a key, the first user the coverage phase
+# creates turns auth on (PLATEAU_AUTH=auto), and every later request answered 401.
+ADMIN_KEY = "pb_fuzz_" + "0123456789abcdef" * 2
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 @pytest.fixture
 def fuzz_settings(pg_migrated_url: str) -> Settings:
     # No rate limit (a test client sends hundreds of submissions a minute), small grids.
-    return Settings(database_url=pg_migrated_url, submit_rate_limit="", max_grid_runs=64)
+    return Settings(
+        database_url=pg_migrated_url,
+        submit_rate_limit="",
+        max_grid_runs=64,
+        admin_key=ADMIN_KEY,
+    )
 
 
 # Two runs, bounded: the coverage phase (boundary and invalid values of every parameter:
@@ -91,7 +106,8 @@ def fuzz_settings(pg_migrated_url: str) -> Settings:
 # cancel, retry, delete through the links schemathesis infers) of every operation.
 RUNS = {
     "coverage": ["--phases", "coverage", "--exclude-operation-id-regex", "create_(sweep|study)"],
-    "fuzzing": ["--phases", "fuzzing,stateful", "--max-examples", "30"],
+    # The examples phase sends the schema's examples: valid sweep bodies among them.
+    "fuzzing": ["--phases", "examples,fuzzing,stateful", "--max-examples", "30"],
 }
 
 
@@ -106,6 +122,7 @@ def schemathesis(base: str, report: Path, options: list[str]) -> subprocess.Comp
         "--generation-database", "none",
         "--report", "json", "--report-json-path", str(report),
         "--no-color",
+        "--header", f"Authorization: Bearer {ADMIN_KEY}",
         *options,
     ]  # fmt: skip
     # Run from the report's folder: schemathesis keeps a cache (.schemathesis/) where it runs.
@@ -121,9 +138,10 @@ def schemathesis(base: str, report: Path, options: list[str]) -> subprocess.Comp
 
 def test_schemathesis_finds_no_server_error(fuzz_settings, tmp_path):
     app = create_app(fuzz_settings, dispatch=False)
-    with TestClient(app) as client:
+    with TestClient(app, headers=ADMIN) as client:
         seed(fuzz_settings.database_url, client)
     before = answered()
+    sweeps_before = answered("POST", "/api/v1/sweeps").get("2xx", 0)
     cases, tested = 0, set()
     with live_server(app) as base:
         for name, options in RUNS.items():
@@ -147,6 +165,8 @@ def test_schemathesis_finds_no_server_error(fuzz_settings, tmp_path):
     )
     assert max(tested) == operations  # every operation of the schema
     assert got.get("5xx", 0) == 0
+    # The schema describes bodies the server accepts: some generated sweeps were created.
+    assert answered("POST", "/api/v1/sweeps").get("2xx", 0) > sweeps_before
     assert sum(got.values()) >= MIN_REQUESTS and cases >= MIN_REQUESTS
 
 
@@ -187,7 +207,7 @@ PAGES = [
 
 @pytest.fixture
 def page_client(fuzz_settings) -> Iterator[TestClient]:
-    with TestClient(create_app(fuzz_settings, dispatch=False)) as client:
+    with TestClient(create_app(fuzz_settings, dispatch=False), headers=ADMIN) as client:
         seed(fuzz_settings.database_url, client)
         yield client
 

@@ -5,8 +5,11 @@ while the API keeps answering JSON."""
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
+from service.api.main import create_app
 from service.leaderboard import LeaderboardQuery
+from service.settings import Settings
 from tests.service.conftest import QUICK_SPEC
 
 BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -50,14 +53,27 @@ def test_known_filters_still_answer(sqlite_client):
 
 def test_an_unknown_run_status_is_422_with_did_you_mean(sqlite_client):
     sweep = sqlite_client.post("/api/v1/sweeps", json=QUICK_SPEC).json()["id"]
-    r = sqlite_client.get(f"/api/v1/sweeps/{sweep}/runs", params={"status": "succeded"})
-    assert r.status_code == 422, r.text
-    (error,) = r.json()["detail"]
-    assert error["loc"] == ["query", "status"]
-    assert error["msg"].startswith("unknown run status 'succeded'; did you mean 'succeeded'?")
-    assert "(known: cancelled, diverged, failed, queued, running, succeeded)" in error["msg"]
-    ok = sqlite_client.get(f"/api/v1/sweeps/{sweep}/runs", params={"status": "queued"})
-    assert ok.status_code == 200 and ok.json()["count"] == 8
+    for path in ("/api/v1/runs", f"/api/v1/sweeps/{sweep}/runs"):
+        r = sqlite_client.get(path, params={"status": "succeded"})
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["query", "status"]
+        assert error["msg"].startswith("unknown run status 'succeded'; did you mean 'succeeded'?")
+        assert "(known: cancelled, diverged, failed, queued, running, succeeded)" in error["msg"]
+        ok = sqlite_client.get(path, params={"status": "queued"})
+        assert ok.status_code == 200 and ok.json()["count"] == 8
+        none = sqlite_client.get(path, params={"status": "succeeded"})
+        assert none.status_code == 200 and none.json() == {"data": [], "count": 0}
+
+
+def test_the_runs_of_every_sweep_newest_first(sqlite_client):
+    first = sqlite_client.post("/api/v1/sweeps", json=QUICK_SPEC).json()["id"]
+    second = sqlite_client.post("/api/v1/sweeps", json=QUICK_SPEC).json()["id"]
+    page = sqlite_client.get("/api/v1/runs", params={"limit": 10}).json()
+    assert page["count"] == 16 and len(page["data"]) == 10
+    ids = [run["id"] for run in page["data"]]
+    assert ids == sorted(ids, reverse=True)
+    assert [run["sweep_id"] for run in page["data"]] == [second] * 8 + [first] * 2
 
 
 @pytest.mark.parametrize(
@@ -91,3 +107,19 @@ def test_the_api_keeps_answering_json(sqlite_client, path):
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/json"
     assert set(r.json()) == {"detail"}
+
+
+@pytest.mark.postgres
+def test_a_user_whose_name_fills_its_column_is_created_and_audited(pg_migrated_url):
+    """Found by schemathesis signed in as an admin: the audit target "user:<name>" of a
+    200-character name overflowed its VARCHAR(200) on Postgres (a 500)."""
+    name = "u" * 200
+    key = "pb_admin_" + "0123456789abcdef" * 2
+    settings = Settings(database_url=pg_migrated_url, submit_rate_limit="", admin_key=key)
+    app = create_app(settings, dispatch=False)
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        r = client.post("/api/v1/users", json={"name": name})
+        assert r.status_code == 201, r.text
+        events = client.get("/api/v1/audit", params={"action": "user.create"}).json()["data"]
+        assert events[0]["detail"]["target"] == f"user:{name}"
+        assert events[0]["target"] == f"user:{name}"[:200]

@@ -4,11 +4,29 @@ from fastapi import APIRouter, Request
 
 from db import queries
 from service.api.auth import CurrentIdentity
-from service.api.deps import RunDep, SessionDep
-from service.api.views import result_dict, run_public
-from service.schemas import INVALID, NOT_FOUND, ProbePublic, ProbesPublic, RunDetail
+from service.api.deps import RunDep, RunsQueryDep, SessionDep
+from service.api.views import result_dict, run_public, runs_page
+from service.schemas import (
+    INVALID,
+    NOT_FOUND,
+    ProbePublic,
+    ProbesPublic,
+    RunDetail,
+    RunsPublic,
+)
 
 router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.get("", responses=INVALID)
+def read_runs(
+    session: SessionDep,
+    identity: CurrentIdentity,
+    query: RunsQueryDep,
+) -> RunsPublic:
+    """The runs of every sweep, newest first (one sweep's, in grid order: /sweeps/{id}/runs)."""
+    full = identity.has("admin")  # tracebacks for admins, the message for others
+    return runs_page(session=session, sweep_id=None, query=query, full_error=full)
 
 
 @router.get("/{run_id}", responses=NOT_FOUND | INVALID)

@@ -5,9 +5,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from db import queries, queue
 from service import sweeps
 from service.api.auth import CurrentIdentity, MemberIdentity, ensure_may_change, spec_owner
-from service.api.deps import Offset, SessionDep, SettingsDep, SweepDep
+from service.api.deps import (
+    Offset,
+    RunsQueryDep,
+    SessionDep,
+    SettingsDep,
+    SweepDep,
+)
 from service.api.identity import request_team
-from service.api.views import run_list_item, sweep_public
+from service.api.views import runs_page, sweep_public
 from service.limits import check_runs, reserve_queue, sweep_runs
 from service.ratelimit import limit_submissions
 from service.schemas import (
@@ -15,7 +21,6 @@ from service.schemas import (
     INVALID,
     NOT_FOUND,
     RunsPublic,
-    RunStatusFilter,
     SweepCreate,
     SweepCreated,
     SweepDeleted,
@@ -80,16 +85,11 @@ def read_sweep_runs(
     sweep: SweepDep,
     session: SessionDep,
     identity: CurrentIdentity,
-    offset: Offset = 0,
-    limit: int = Query(100, ge=1, le=1000, description="runs per page"),
-    status: RunStatusFilter | None = Query(None, description="only runs with this status"),
+    query: RunsQueryDep,
 ) -> RunsPublic:
     """The sweep's runs in grid order, with their results and verdicts once finished."""
-    runs, count = queries.list_runs(
-        session=session, sweep_id=sweep.id, offset=offset, limit=limit, status=status
-    )
     full = identity.has("admin")  # tracebacks for admins, the message for others
-    return RunsPublic(data=[run_list_item(r, full_error=full) for r in runs], count=count)
+    return runs_page(session=session, sweep_id=sweep.id, query=query, full_error=full)
 
 
 @router.post("/{sweep_id}/cancel", responses=NOT_FOUND | INVALID)
