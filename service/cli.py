@@ -796,6 +796,7 @@ def plot(
 
     from db.errors import DBError
     from service import figures, runs
+    from service.figures.run import run_figures
 
     if fmt not in ("svg", "png", "pdf"):
         raise fail(f"unknown format {fmt!r}; expected one of: svg, png, pdf")
@@ -807,10 +808,8 @@ def plot(
             detail, probes = runs.run_from_db(get_settings().database_url, run_id)
         except (LookupError, DBError) as e:
             raise fail(str(e).strip("'\"")) from e
-    try:
-        paths = figures.write_figures(detail, probes, Path(out), fmt=fmt)  # type: ignore[arg-type]
-    except ImportError as e:
-        raise fail(f"plateau plot needs matplotlib ({e}); pip install matplotlib") from e
+    specs = run_figures(detail, probes)
+    paths = figures.write(specs, Path(out), prefix=f"run{run_id}", fmt=fmt)  # type: ignore[arg-type]
     for path in paths:
         console.print(str(path))
 

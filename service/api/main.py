@@ -17,6 +17,7 @@ from service.api.errors import install_error_handlers
 from service.api.guards import BodyGuard, SameOriginGuard
 from service.api.routes import (
     audit,
+    figures,
     health,
     keys,
     leaderboard,
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(sweeps.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(runs.router, prefix=API_PREFIX, dependencies=readers)
+    app.include_router(figures.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(studies.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(leaderboard.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(users.router, prefix=API_PREFIX)

@@ -613,7 +613,6 @@ def test_the_cli_prints_the_same_ranking(board, tmp_path):
 
 def test_plot_writes_the_figures_of_a_run(migrated_url, tmp_path):
     """`plateau plot` on a run with curves, plateau segments and a probe."""
-    pytest.importorskip("matplotlib")
     url = migrated_url
     (run_id,) = enqueue(url, "dora", [config(seed=1, name="sgd", lr=0.3)])
     grid = [x / 5 for x in range(-5, 6)]

@@ -12,6 +12,17 @@ const Pages = (() => {
 
   function byId(id) { return document.getElementById(id); }
 
+  // A figure (a Vega-Lite spec from service/figures/, served by /api/v1/.../figures) drawn
+  // by vega-embed as SVG; its menu offers SVG/PNG downloads, not the online editor.
+  async function embed(el, spec) {
+    const result = await vegaEmbed(el, spec, {
+      renderer: "svg",
+      actions: { export: true, source: false, compiled: false, editor: false },
+    });
+    el.dataset.figure = "ready";
+    return result.view;
+  }
+
   function done(promise) {
     return promise.then(
       () => { document.body.dataset.plots = "ready"; },
@@ -34,23 +45,6 @@ const Pages = (() => {
   function drawTraining(run) {
     const c = run.curves;
     const result = run.result || {};
-    const segments = ((result.plateaus || {}).segments || []);
-    const target = run.config.target.loss;
-    Plot.lines(byId("plot-loss"), {
-      series: [
-        { name: "train (minibatch)", x: c.step, y: c.loss, width: 1.2 },
-        { name: "test", x: c.step, y: c.eval_loss, markers: true, width: 1.5 },
-      ],
-      bands: segments.map((s) => ({
-        x0: s.start, x1: s.end,
-        title: `plateau ${s.start}–${s.end}: loss ${Plot.fmt(s.level)}, ` +
-               `mean |g| ${Plot.fmt(s.mean_grad_norm)}, ${s.escaped ? "escaped" : "not escaped"}`,
-      })),
-      hlines: [{ y: target, label: `target ${target}` }],
-      xlabel: "step", ylabel: "loss", logY: positive(c.loss),
-      empty: "no steps recorded yet",
-    });
-
     const layerNames = [];
     for (const row of c.layer_grad_norms) {
       for (const k of Object.keys(row || {})) if (!layerNames.includes(k)) layerNames.push(k);
@@ -166,9 +160,11 @@ const Pages = (() => {
 
   function run(id) {
     return done((async () => {
-      const [detail, probes] = await Promise.all([
+      const [detail, probes, figures] = await Promise.all([
         getJSON(`/api/v1/runs/${id}`), getJSON(`/api/v1/runs/${id}/probes`),
+        getJSON(`/api/v1/runs/${id}/figures`),
       ]);
+      await embed(byId("plot-loss"), figures.figures.loss);
       drawTraining(detail);
       drawLandscape(detail, probes.data);
     })());
