@@ -42,6 +42,7 @@ app = typer.Typer(
     help="plateau-bench: why does training stall?",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -65,6 +66,42 @@ err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 log = logging.getLogger("plateau")
+
+
+def version_text() -> str:
+    """'plateau-bench 0.1.0, torch 2.13.0 on cpu': what a bug report needs first."""
+    from importlib import metadata
+
+    from workers.train import resolve_device  # imports torch: only when asked
+
+    try:
+        ours = metadata.version("plateau-bench")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        ours = "(not installed)"
+    import torch
+
+    device = resolve_device("auto")
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    return f"plateau-bench {ours}, torch {torch.__version__} on {where}"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(version_text(), highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Show the versions of plateau-bench and torch, and torch's device, and exit.",
+    ),
+) -> None:
+    pass
 
 
 def fail(message: str) -> typer.Exit:
