@@ -126,6 +126,11 @@ def read_spec(path: str) -> SweepSpec:
         raise fail(format_validation_error(e)) from e
 
 
+def sweep_title(sweep: dict[str, Any]) -> str:
+    """ "sweep 3 'quickstart': finished, {'succeeded': 24}" (a sweep as the API gives it)."""
+    return f"sweep {sweep['id']} '{sweep['name']}': {sweep['status']}, {sweep['counts']}"
+
+
 def ranked_table(rows: list[dict[str, Any]], title: str) -> Table:
     """Runs ranked by steps-to-target (reached first), then final loss."""
 
@@ -189,7 +194,6 @@ def run(
     from db import queries
     from db.migrate import ensure_current
     from db.session import masked_url, read_scope, session_scope
-    from service.api.views import run_public, sweep_public
     from service.dispatcher import Dispatcher, init_ray
     from service.sweeps import submit_sweep
 
@@ -233,20 +237,8 @@ def run(
             return c.get("queued", 0) + c.get("running", 0) == 0
 
         dispatcher.run(until=finished, on_tick=update, timeout=timeout)
-    final_counts = counts()
-    with read_scope(settings.database_url) as session:
-        runs, _ = queries.list_runs(session=session, sweep_id=sweep_id, offset=0, limit=n_runs)
-        rows = [run_public(r, full_error=True) for r in runs]
-        rows = [
-            r | {"diagnosis": r["diagnosis"].model_dump() if r.get("diagnosis") else None}
-            for r in rows
-        ]
-        row = queries.get_sweep(session=session, sweep_id=sweep_id)
-        assert row is not None
-        final = sweep_public(row, final_counts)
-    console.print(
-        ranked_table(rows, f"sweep {sweep_id} '{spec.name}': {final.status}, {final.counts}")
-    )
+    final, rows = sweep_document_from(settings.database_url, sweep_id)
+    console.print(ranked_table(rows, sweep_title(final)))
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
         err.print(f"run {r['id']} failed: {escape((r['error'] or '').splitlines()[0])}")
@@ -423,18 +415,30 @@ def submit(
 @app.command()
 def status(
     sweep_id: int = typer.Argument(..., metavar="ID"),
-    url: str = typer.Option(DEFAULT_URL, help="the plateau service"),
+    url: str = typer.Option(None, help="a plateau service; default: read DATABASE_URL"),
 ) -> None:
     """Show a sweep's status and its runs ranked."""
-    sweep = _request("GET", f"{url}/api/v1/sweeps/{sweep_id}").json()
-    runs = _request("GET", f"{url}/api/v1/sweeps/{sweep_id}/runs", params={"limit": 1000}).json()[
-        "data"
-    ]
-    console.print(
-        ranked_table(
-            runs, f"sweep {sweep_id} '{sweep['name']}': {sweep['status']} {sweep['counts']}"
-        )
-    )
+    if url:
+        sweep = _request("GET", f"{url}/api/v1/sweeps/{sweep_id}").json()
+        runs = _request(
+            "GET", f"{url}/api/v1/sweeps/{sweep_id}/runs", params={"limit": 1000}
+        ).json()["data"]
+    else:
+        sweep, runs = sweep_document_from(get_settings().database_url, sweep_id)
+    console.print(ranked_table(runs, sweep_title(sweep)))
+
+
+def sweep_document_from(
+    database_url: str, sweep_id: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The sweep and its runs as the API gives them, read from the database."""
+    from db.errors import DBError
+    from service.sweeps import sweep_from_db
+
+    try:
+        return sweep_from_db(database_url, sweep_id)
+    except (LookupError, DBError) as e:
+        raise fail(str(e).strip("'\"")) from e
 
 
 def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
