@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from service import tables
 from service.settings import get_settings
 from service.spec import SpecError, SweepSpec, load_spec_document
 
@@ -104,6 +105,10 @@ def main(
     pass
 
 
+def show(table: Table) -> None:
+    console.print(tables.fit(table, console))
+
+
 def fail(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(2)
@@ -124,65 +129,6 @@ def read_spec(path: str) -> SweepSpec:
         raise fail(str(e)) from e
     except ValidationError as e:
         raise fail(format_validation_error(e)) from e
-
-
-def sweep_title(sweep: dict[str, Any]) -> str:
-    """ "sweep 3 'quickstart': finished, {'succeeded': 24}" (a sweep as the API gives it)."""
-    return f"sweep {sweep['id']} '{sweep['name']}': {sweep['status']}, {sweep['counts']}"
-
-
-def ranked_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """Runs ranked by steps-to-target (reached first), then final loss."""
-
-    def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        reached = r.get("steps_to_target") is not None
-        loss = r.get("final_loss")
-        return (
-            not reached,
-            r.get("steps_to_target") or 0,
-            loss if loss is not None else float("inf"),
-        )
-
-    table = Table(title=title)
-    for col in (
-        "rank",
-        "run",
-        "architecture",
-        "norm",
-        "optimizer",
-        "init",
-        "clip",
-        "seed",
-        "status",
-        "steps→target",
-        "final loss",
-        "test acc",
-        "plateau %",
-        "verdict",
-    ):
-        table.add_column(col, justify="right" if col in ("rank", "run", "seed") else "left")
-    for i, r in enumerate(sorted(rows, key=key), 1):
-        s = r["summary"]
-        diag = r.get("diagnosis") or {}
-        stt = r.get("steps_to_target")
-        budget_note = "censored" if r.get("status") == "succeeded" else "—"
-        table.add_row(
-            str(i),
-            str(r["id"]),
-            s["architecture"],
-            s["normalization"],
-            s["optimizer"],
-            s["init"],
-            s["grad_clip"] or "none",
-            str(s["seed"]),
-            r["status"],
-            str(stt) if stt is not None else budget_note,
-            f"{r['final_loss']:.4g}" if r.get("final_loss") is not None else "—",
-            f"{r['test_accuracy']:.3f}" if r.get("test_accuracy") is not None else "—",
-            f"{100 * r['plateau_fraction']:.0f}" if r.get("plateau_fraction") is not None else "—",
-            diag.get("verdict", "—"),
-        )
-    return table
 
 
 @app.command()
@@ -238,7 +184,7 @@ def run(
 
         dispatcher.run(until=finished, on_tick=update, timeout=timeout)
     final, rows = sweep_document_from(settings.database_url, sweep_id)
-    console.print(ranked_table(rows, sweep_title(final)))
+    show(tables.ranked_table(rows, tables.sweep_title(final)))
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
         err.print(f"run {r['id']} failed: {escape((r['error'] or '').splitlines()[0])}")
@@ -300,12 +246,7 @@ def search(
     if best is None:
         raise fail("no trial completed")
     console.print(f"best trial {best['number']} (run {best['run_id']}): values {best['values']}")
-    params = Table(title="best settings")
-    params.add_column("parameter")
-    params.add_column("value")
-    for k, v in best["params"].items():
-        params.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    console.print(params)
+    show(tables.params_table(best["params"], "best settings"))
     _, sweep_id = studies.confirm(settings=settings, study_id=study_id)
     console.print(
         f"confirming on seeds {spec.confirm_seeds} against the baseline (sweep {sweep_id})"
@@ -323,29 +264,10 @@ def search(
         summary = studies.confirmation_summary(
             session=session, sweep_id=sweep_id, budget=spec.fixed.budget.steps
         )
-    table = Table(
-        title=f"best vs baseline ({spec.fixed.init.name} init "
-        f"scale {spec.fixed.init.scale}), fresh seeds"
+    title = (
+        f"best vs baseline ({spec.fixed.init.name} init scale {spec.fixed.init.scale}), fresh seeds"
     )
-    for col in (
-        "setting",
-        "seeds",
-        "mean steps→target (censored at budget)",
-        "reached",
-        "mean final loss",
-    ):
-        table.add_column(col)
-    for name in ("best", "baseline"):
-        row = summary[name]
-        loss = row["mean_final_loss"]
-        table.add_row(
-            name,
-            str(row["seeds"]),
-            f"{row['mean_steps_to_target']:.0f}",
-            f"{row['reached']}/{len(row['seeds'])}",
-            f"{loss:.4g}" if loss is not None else "—",
-        )
-    console.print(table)
+    show(tables.confirmation_table(summary, title))
     console.print(f"speed-up of the best setting: {summary['speedup']:.1f}x")
 
 
@@ -425,7 +347,7 @@ def status(
         ).json()["data"]
     else:
         sweep, runs = sweep_document_from(get_settings().database_url, sweep_id)
-    console.print(ranked_table(runs, sweep_title(sweep)))
+    show(tables.ranked_table(runs, tables.sweep_title(sweep)))
 
 
 def sweep_document_from(
@@ -807,7 +729,7 @@ def leaderboard(
     """Configurations ranked over their seeds: the ranking of GET /api/v1/leaderboard."""
     params = {k: v for k, v in locals().items() if k != "url" and v is not None}
     from db.errors import DBError
-    from service import leaderboard, tables
+    from service import leaderboard
 
     try:
         query = leaderboard.LeaderboardQuery.model_validate(params)
@@ -821,7 +743,7 @@ def leaderboard(
         except DBError as e:
             raise fail(str(e)) from e
     shown = f"{len(body['data'])} of {body['count']} configurations"
-    console.print(tables.leaderboard_table(body["data"], f"leaderboard by {metric}: {shown}"))
+    show(tables.leaderboard_table(body["data"], f"leaderboard by {metric}: {shown}"))
 
 
 @app.command()
