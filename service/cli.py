@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,6 +30,8 @@ from rich.table import Table
 from service import tables
 from service.settings import get_settings
 from service.spec import SpecError, SweepSpec, load_spec_document
+from service.study_spec import StudySpec
+from service.suggest import unknown_name
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from db.models import User
-    from service.study_spec import StudySpec
 
 app = typer.Typer(
     help="plateau-bench: why does training stall?",
@@ -114,37 +115,88 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def format_validation_error(e: ValidationError) -> str:
+def format_validation_error(
+    e: ValidationError, model: type[BaseModel] | None = None, what: str = "spec"
+) -> str:
+    """One line per problem, "  optimizers.0.lr: Input should be greater than 0", without
+    pydantic's URLs; a misspelled field of `model` gets the nearest known one."""
     lines = []
-    for problem in e.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "spec"
-        lines.append(f"  {where}: {problem['msg']}")
-    return "invalid spec:\n" + "\n".join(lines)
+    for problem in e.errors(include_url=False):
+        loc = problem["loc"]
+        where = ".".join(str(p) for p in loc) or what
+        message = problem["msg"].removeprefix("Value error, ")  # our validators' own words
+        if problem["type"] == "extra_forbidden" and len(loc) == 1 and model is not None:
+            message = unknown_name("field", str(loc[0]), model.model_fields)
+        lines.append(f"  {where}: {message}")
+    return f"invalid {what}:\n" + "\n".join(lines)
 
 
-def read_spec(path: str) -> SweepSpec:
+def read_any_spec(path: str) -> SweepSpec | StudySpec:
+    """The sweep spec at `path`, or its study spec (one with a search_space or n_trials),
+    validated; a problem exits 2 with one line per field."""
     try:
-        return SweepSpec.model_validate(load_spec_document(path))
+        document = load_spec_document(path)
     except SpecError as e:
         raise fail(str(e)) from e
+    is_study = "search_space" in document or "n_trials" in document
+    model: type[SweepSpec | StudySpec] = StudySpec if is_study else SweepSpec
+    try:
+        return model.model_validate(document)
     except ValidationError as e:
-        raise fail(format_validation_error(e)) from e
+        raise fail(format_validation_error(e, model, "study spec" if is_study else "spec")) from e
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def unfinished_runs(database_url: str, sweep_id: int) -> tuple[int, int]:
+    """(queued, running) runs of the sweep."""
+    from db import queries
+    from db.session import read_scope
+
+    with read_scope(database_url) as session:
+        c = queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
+    return c.get("queued", 0), c.get("running", 0)
+
+
+def next_step(path: str, *, url: str | None = None) -> None:
+    """Where to look next: the page `path` of the service at `url`, or, for what ran here,
+    of `plateau serve` on the same database."""
+    if url:
+        err.print(f"next: open {url.rstrip('/')}{path}")
+    else:
+        err.print(f"next: run `plateau serve` and open {DEFAULT_URL}{path}")
 
 
 @app.command()
 def run(
-    spec_path: str = typer.Argument(..., metavar="SPEC", help="sweep spec (YAML/JSON)"),
+    spec_path: str = typer.Argument(
+        ..., metavar="SPEC", help="sweep spec (YAML/JSON); a study spec runs `plateau search`"
+    ),
     timeout: float = typer.Option(None, help="give up after this many seconds"),
 ) -> None:
-    """Run a sweep to the end on this machine (DATABASE_URL, default ./plateau.db + local Ray)."""
-    from db import queries
+    """Run a sweep to the end on this machine (DATABASE_URL, default ./plateau.db + local Ray).
+
+    A study spec (one with a search_space) runs its search, as `plateau search` does.
+    """
+    spec = read_any_spec(spec_path)
+    if not isinstance(spec, SweepSpec):
+        err.print(f"{spec_path} is a study spec: running its search (`plateau search`)")
+        run_study(spec, timeout=timeout)
+        return
     from db.migrate import ensure_current
-    from db.session import masked_url, read_scope, session_scope
+    from db.session import masked_url, session_scope
     from service.dispatcher import Dispatcher, init_ray
     from service.sweeps import submit_sweep
 
     settings = get_settings()
-    spec = read_spec(spec_path)
     ensure_current(settings.database_url, migrate=True)
     with session_scope(settings.database_url) as session:
         sweep = submit_sweep(
@@ -157,30 +209,16 @@ def run(
     )
     init_ray(settings, log_to_driver=False)
     dispatcher = Dispatcher(settings)
-
-    def counts() -> dict[str, int]:
-        with read_scope(settings.database_url) as session:
-            return queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with progress_bar() as progress:
         bar = progress.add_task("training", total=n_runs)
 
         def update() -> None:
-            c = counts()
-            done = n_runs - c.get("queued", 0) - c.get("running", 0)
-            progress.update(
-                bar, completed=done, description=f"training ({c.get('running', 0)} running)"
-            )
+            queued, running = unfinished_runs(settings.database_url, sweep_id)
+            description = f"training ({running} running)"
+            progress.update(bar, completed=n_runs - queued - running, description=description)
 
         def finished() -> bool:
-            c = counts()
-            return c.get("queued", 0) + c.get("running", 0) == 0
+            return sum(unfinished_runs(settings.database_url, sweep_id)) == 0
 
         dispatcher.run(until=finished, on_tick=update, timeout=timeout)
     final, rows = sweep_document_from(settings.database_url, sweep_id)
@@ -188,17 +226,14 @@ def run(
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
         err.print(f"run {r['id']} failed: {escape((r['error'] or '').splitlines()[0])}")
+    next_step(f"/sweeps/{sweep_id}")
 
 
 def read_study_spec(path: str) -> StudySpec:
-    from service.study_spec import StudySpec
-
-    try:
-        return StudySpec.model_validate(load_spec_document(path))
-    except SpecError as e:
-        raise fail(str(e)) from e
-    except ValidationError as e:
-        raise fail(format_validation_error(e).replace("invalid spec", "invalid study spec")) from e
+    spec = read_any_spec(path)
+    if isinstance(spec, SweepSpec):
+        raise fail(f"{path} is a sweep spec (no search_space): run it with `plateau run`")
+    return spec
 
 
 @app.command()
@@ -208,16 +243,21 @@ def search(
 ) -> None:
     """Run an Optuna study to the end on this machine, then re-run its best setting and the
     baseline on fresh seeds and compare them."""
+    run_study(read_study_spec(spec_path), timeout=timeout)
+
+
+def run_study(spec: StudySpec, *, timeout: float | None) -> None:
+    """`plateau search`: the study, with its trials counted as they end and the best so far,
+    then the best setting against the baseline on fresh seeds."""
     from db.migrate import ensure_current
-    from db.models import Study
     from db.session import session_scope
     from service import studies
     from service.dispatcher import Dispatcher, init_ray
 
     settings = get_settings()
-    spec = read_study_spec(spec_path)
-    ensure_current(settings.database_url, migrate=True)
-    with session_scope(settings.database_url) as session:
+    url = settings.database_url
+    ensure_current(url, migrate=True)
+    with session_scope(url) as session:
         study_id = studies.create_study(session=session, spec=spec, settings=settings).id
     console.print(
         f"study [bold]{study_id}[/] '{spec.name}': {spec.n_trials} trials, "
@@ -225,50 +265,38 @@ def search(
     )
     init_ray(settings, log_to_driver=False)
     dispatcher = Dispatcher(settings)
+    state = studies.progress(url=url, study_id=study_id)
+    with progress_bar() as bar:
+        task = bar.add_task("trials", total=spec.n_trials)
 
-    def state() -> str:
-        with session_scope(settings.database_url) as session:
-            return session.get(Study, study_id).state  # type: ignore[union-attr]
+        def update() -> None:
+            nonlocal state
+            state = studies.progress(url=url, study_id=study_id)
+            text, ended = tables.study_progress(state)
+            bar.update(task, completed=ended, description=text)
 
-    with console.status("searching"):
-        dispatcher.run(until=lambda: state() != "running", timeout=timeout)
-    with session_scope(settings.database_url) as session:
-        view = studies.describe(
-            session=session,
-            row=session.get(Study, study_id),  # type: ignore[arg-type]
-            url=settings.database_url,
-        )
-    states: dict[str, int] = {}
-    for t in view["trials"]:
-        states[t["state"]] = states.get(t["state"], 0) + 1
-    best = view["best_trial"] or (view["pareto_front"] or [None])[0]
-    console.print(f"trials: {states}")
+        dispatcher.run(until=lambda: state["state"] != "running", on_tick=update, timeout=timeout)
+    best = state["best"]
     if best is None:
-        raise fail("no trial completed")
-    console.print(f"best trial {best['number']} (run {best['run_id']}): values {best['values']}")
+        raise fail(f"study {study_id}: no trial completed ({tables.study_progress(state)[0]})")
+    console.print(
+        f"best trial {best['number']}: {spec.objective} {tables.for_people(best['value'])}"
+    )
     show(tables.params_table(best["params"], "best settings"))
     _, sweep_id = studies.confirm(settings=settings, study_id=study_id)
     console.print(
         f"confirming on seeds {spec.confirm_seeds} against the baseline (sweep {sweep_id})"
     )
-
-    def confirm_done() -> bool:
-        from db import queries
-
-        with session_scope(settings.database_url) as session:
-            c = queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
-        return c.get("queued", 0) + c.get("running", 0) == 0
-
-    dispatcher.run(until=confirm_done, timeout=timeout)
-    with session_scope(settings.database_url) as session:
+    dispatcher.run(until=lambda: sum(unfinished_runs(url, sweep_id)) == 0, timeout=timeout)
+    with session_scope(url) as session:
         summary = studies.confirmation_summary(
             session=session, sweep_id=sweep_id, budget=spec.fixed.budget.steps
         )
-    title = (
-        f"best vs baseline ({spec.fixed.init.name} init scale {spec.fixed.init.scale}), fresh seeds"
-    )
+    init = spec.fixed.init
+    title = f"best vs baseline ({init.name} init scale {init.scale}), fresh seeds"
     show(tables.confirmation_table(summary, title))
     console.print(f"speed-up of the best setting: {summary['speedup']:.1f}x")
+    next_step(f"/studies/{study_id}")
 
 
 @app.command()
@@ -318,20 +346,17 @@ def submit(
     url: str = typer.Option(DEFAULT_URL, help="the plateau service"),
 ) -> None:
     """Submit a sweep spec (or a study spec: one with a search_space) to a running service."""
-    try:
-        is_study = "search_space" in load_spec_document(spec_path)
-    except SpecError as e:
-        raise fail(str(e)) from e
-    if is_study:
-        study = read_study_spec(spec_path)
-        response = _request("POST", f"{url}/api/v1/studies", json=study.model_dump(mode="json"))
+    spec = read_any_spec(spec_path)
+    if isinstance(spec, SweepSpec):
+        response = _request("POST", f"{url}/api/v1/sweeps", json=spec.model_dump(mode="json"))
         body = response.json()
-        console.print(f"study {body['id']} started: {body['trials']} trials — {body['url']}")
-        return
-    spec = read_spec(spec_path)
-    response = _request("POST", f"{url}/api/v1/sweeps", json=spec.model_dump(mode="json"))
-    body = response.json()
-    console.print(f"sweep {body['id']} queued: {body['runs']} runs — {body['url']}")
+        console.print(f"sweep {body['id']} queued: {body['runs']} runs")
+        next_step(f"/sweeps/{body['id']}", url=url)
+    else:
+        response = _request("POST", f"{url}/api/v1/studies", json=spec.model_dump(mode="json"))
+        body = response.json()
+        console.print(f"study {body['id']} started: {body['trials']} trials")
+        next_step(f"/studies/{body['id']}", url=url)
 
 
 @app.command()
@@ -734,7 +759,7 @@ def leaderboard(
     try:
         query = leaderboard.LeaderboardQuery.model_validate(params)
     except ValidationError as e:
-        raise fail(format_validation_error(e).replace("invalid spec", "invalid option")) from e
+        raise fail(format_validation_error(e, what="option")) from e
     if url:
         body = _request("GET", f"{url}/api/v1/leaderboard", params=query.params()).json()
     else:

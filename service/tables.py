@@ -166,6 +166,23 @@ def params_text(params: dict[str, Any]) -> str:
     )
 
 
+def study_progress(progress: dict[str, Any]) -> tuple[str, int]:
+    """(the line, the number of ended trials) for a study's progress (service.studies.progress):
+    '9 complete, 3 pruned, 0 failed, 2 running; best 262 (trial 7: init=orthogonal, ...)'."""
+    counts, best = progress["counts"], progress["best"]
+    ended = sum(counts.get(s, 0) for s in ("complete", "pruned", "fail"))
+    text = (
+        f"{counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, "
+        f"{counts.get('fail', 0)} failed, {counts.get('running', 0)} running"
+    )
+    if best is not None:
+        text += (
+            f"; best {for_people(best['value'])} (trial {best['number']}: "
+            f"{params_text(best['params'])})"
+        )
+    return text, ended
+
+
 def params_table(params: dict[str, Any], title: str) -> Table:
     table = _table(title, ["parameter", "value"])
     for k, v in params.items():
