@@ -44,7 +44,8 @@ def test_the_api_process_never_imports_torch():
 @pytest.mark.parametrize(
     "content,message",
     [
-        ("name: x\ntask: [unclosed", "is not valid YAML/JSON"),
+        ("name: x\ntask: [unclosed", "spec.yaml, line 2, column 16: not valid YAML/JSON"),
+        ("name: x\n  bad: indent", "spec.yaml, line 2, column 6: not valid YAML/JSON"),
         ("- a list\n- not a mapping", "must hold a mapping"),
         (
             yaml.safe_dump(QUICK_SPEC | {"optimizers": [{"name": "adamm", "lr": 0.1}]}),
