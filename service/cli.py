@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import httpx
 import typer
@@ -115,6 +116,42 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def one_of(option: str, kind: str, known: Callable[[], Iterable[str]]) -> Callable[[Any], Any]:
+    """A typer callback that lets a value of `known()` through and stops any other with a
+    message naming the option and the nearest known values (`known` is called only then:
+    registries load lazily)."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            names = list(known())
+            if value not in names:
+                raise fail(f"{option}: {unknown_name(kind, value, names)}")
+        return value
+
+    return check
+
+
+def _tasks() -> list[str]:
+    from workers.config import TASK_INPUT_KIND
+
+    return list(TASK_INPUT_KIND)
+
+
+def _architectures() -> list[str]:
+    from workers.config import ARCH_INPUT_KINDS
+
+    return list(ARCH_INPUT_KINDS)
+
+
+def _metrics() -> tuple[str, ...]:
+    from service.leaderboard import Metric
+
+    return get_args(Metric)
+
+
+FIGURE_FORMATS = ("svg", "png", "pdf")
+
+
 def format_validation_error(
     e: ValidationError, model: type[BaseModel] | None = None, what: str = "spec"
 ) -> str:
@@ -127,6 +164,10 @@ def format_validation_error(
         message = problem["msg"].removeprefix("Value error, ")  # our validators' own words
         if problem["type"] == "extra_forbidden" and len(loc) == 1 and model is not None:
             message = unknown_name("field", str(loc[0]), model.model_fields)
+        elif problem["type"] == "union_tag_invalid":  # a registry name: {name: adma, ...}
+            ctx = problem.get("ctx", {})
+            known = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+            message = unknown_name("name", str(ctx.get("tag")), known)
         lines.append(f"  {where}: {message}")
     return f"invalid {what}:\n" + "\n".join(lines)
 
@@ -734,15 +775,22 @@ def db_prune_curves(
 
 @app.command()
 def leaderboard(
-    task: str = typer.Option(None, help="e.g. digits"),
-    architecture: str = typer.Option(None, help="e.g. mlp"),
+    task: str = typer.Option(None, help="e.g. digits", callback=one_of("--task", "task", _tasks)),
+    architecture: str = typer.Option(
+        None, help="e.g. mlp", callback=one_of("--architecture", "architecture", _architectures)
+    ),
     metric: str = typer.Option(
         "steps",
         help="steps (censored at the budget), steps_reached, "
         "reached_rate, final_loss, test_accuracy, plateau_fraction, "
         "divergence_rate, n_runs",
+        callback=one_of("--metric", "metric", _metrics),
     ),
-    order: str = typer.Option(None, help="asc or desc (default: the better end first)"),
+    order: str = typer.Option(
+        None,
+        help="asc or desc (default: the better end first)",
+        callback=one_of("--order", "order", lambda: ("asc", "desc")),
+    ),
     since: str = typer.Option(None, help="only results since this ISO date"),
     sweep: int = typer.Option(None, help="only runs of this sweep"),
     owner: str = typer.Option(None, help="only sweeps of this owner"),
@@ -775,7 +823,12 @@ def leaderboard(
 def plot(
     run_id: int = typer.Argument(..., metavar="RUN_ID"),
     out: str = typer.Option(".", "-o", "--out", help="directory for the figures"),
-    fmt: str = typer.Option("svg", "--format", help="svg, png or pdf"),
+    fmt: str = typer.Option(
+        "svg",
+        "--format",
+        help="svg, png or pdf",
+        callback=one_of("--format", "format", lambda: FIGURE_FORMATS),
+    ),
     url: str = typer.Option(None, help="a plateau service; default: read DATABASE_URL"),
 ) -> None:
     """Write a run's figures (loss with plateaus, gradient norms, lr and clipping, Hessian
@@ -786,8 +839,6 @@ def plot(
     from service import figures, runs
     from service.figures.run import run_figures
 
-    if fmt not in ("svg", "png", "pdf"):
-        raise fail(f"unknown format {fmt!r}; expected one of: svg, png, pdf")
     if url:
         detail = _request("GET", f"{url}/api/v1/runs/{run_id}").json()
         probes = _request("GET", f"{url}/api/v1/runs/{run_id}/probes").json()["data"]

@@ -4,6 +4,7 @@ that reads at 80 columns, and errors that name the bad value and the nearest goo
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tests.service.conftest import QUICK_SPEC
 from tests.service.test_cli import plateau
@@ -45,3 +46,61 @@ def test_status_without_url_reads_the_database(queued_sweep):
 def test_status_with_url_asks_the_service():
     result = plateau("status", "1", "--url", "http://127.0.0.1:9")
     assert result.returncode == 2 and "cannot reach http://127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["leaderboard", "--metric", "stpes"],
+            "--metric: unknown metric 'stpes'; did you mean 'steps'?",
+        ),
+        (
+            ["leaderboard", "--task", "digit"],
+            "--task: unknown task 'digit'; did you mean 'digits'?",
+        ),
+        (
+            ["leaderboard", "--architecture", "mpl"],
+            "unknown architecture 'mpl'; did you mean 'mlp'?",
+        ),
+        (["leaderboard", "--order", "up"], "--order: unknown order 'up' (known: asc, desc)"),
+        (["plot", "1", "--format", "svgg"], "--format: unknown format 'svgg'; did you mean 'svg'?"),
+    ],
+)
+def test_a_misspelled_option_value_is_named_with_the_nearest_valid_one(tmp_path, args, message):
+    result = plateau(*args, env={"DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before the database is opened
+
+
+@pytest.mark.parametrize(
+    "change,lines",
+    [
+        (
+            {"optimizers": [{"name": "adma", "lr": 0.1}]},
+            ["optimizers.0: unknown … 'adma'; did you mean 'adam'"],
+        ),
+        ({"initz": ["default"]}, ["initz: unknown field 'initz'; did you mean 'inits'?"]),
+        (
+            {"budget": {"steps": -5}, "seeds": "zero"},
+            [
+                "seeds: Input should be a valid list",
+                "budget.steps: Input should be greater than or",
+            ],
+        ),
+    ],
+)
+def test_spec_errors_are_one_line_per_field_without_pydantic_noise(tmp_path, change, lines):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(QUICK_SPEC | change))
+    result = plateau("run", str(spec), env={"DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert result.returncode == 2, result.stderr
+    problems = result.stderr.splitlines()
+    assert problems[0] == "error: invalid spec:"
+    assert len(problems) == 1 + len(lines), result.stderr
+    for line, expected in zip(problems[1:], lines, strict=True):  # "…": anything between
+        assert line.startswith("  "), result.stderr
+        assert all(part in line for part in expected.split(" … ")), result.stderr
+    assert "pydantic" not in result.stderr and "further information" not in result.stderr
+    assert "Value error" not in result.stderr and "Input tag" not in result.stderr
