@@ -1,6 +1,8 @@
 """The `plateau` command line.
 
-Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
+Embedded (one machine): `plateau run SPEC` runs a sweep (or a study spec's search, as
+`plateau search` does) to the end on SQLite + local Ray; `plateau status ID`, `leaderboard`
+and `plot` read the database, or a service with `--url`.
 Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
 `plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`,
 `plateau db rebuild-leaderboard`, `plateau db prune-curves`. Identities (on the database
