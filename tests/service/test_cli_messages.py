@@ -75,6 +75,32 @@ def test_status_with_url_asks_the_service():
     assert result.returncode == 2 and "cannot reach http://127.0.0.1:9" in result.stderr
 
 
+def test_search_of_a_sweep_spec_points_to_run():
+    result = plateau("search", "examples/quickstart.yaml")
+    assert result.returncode == 2
+    assert "examples/quickstart.yaml is a sweep spec (no search_space)" in result.stderr
+    assert "`plateau run`" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "spec,page",
+    [("examples/quickstart.yaml", "/sweeps/3"), ("examples/search_deep_linear.yaml", "/studies/3")],
+)
+def test_submit_says_which_page_to_open(monkeypatch, spec, page):
+    from typer.testing import CliRunner
+
+    from service import cli
+
+    class Answer:
+        def json(self):
+            return {"id": 3, "runs": 24, "trials": 30, "url": "/api/v1/..."}
+
+    monkeypatch.setattr(cli, "_request", lambda method, url, **kw: Answer())
+    result = CliRunner().invoke(cli.app, ["submit", spec, "--url", "http://lab:8000/"])
+    assert result.exit_code == 0, result.output
+    assert f"next: open http://lab:8000{page}" in result.stderr
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

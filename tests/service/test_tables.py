@@ -119,3 +119,23 @@ def test_the_leaderboard_table_wraps_settings_instead_of_cutting_them():
         "0",
         "converged3",
     ], text
+
+
+def test_study_progress_counts_ended_trials_and_names_the_best_so_far():
+    progress = {
+        "state": "running",
+        "counts": {"complete": 9, "pruned": 3, "fail": 1, "running": 2},
+        "best": {
+            "number": 7,
+            "value": 262.4,
+            "params": {"init": "orthogonal", "init_scale": 0.47812345, "grad_clip": "norm"},
+        },
+    }
+    text, ended = tables.study_progress(progress)
+    assert ended == 13
+    assert text == (
+        "9 complete, 3 pruned, 1 failed, 2 running; "
+        "best 262 (trial 7: init=orthogonal, init_scale=0.478, grad_clip=norm)"
+    )
+    none_yet = tables.study_progress({"state": "running", "counts": {}, "best": None})
+    assert none_yet == ("0 complete, 0 pruned, 0 failed, 0 running", 0)
