@@ -132,7 +132,7 @@ def test_a_misspelled_option_value_is_named_with_the_nearest_valid_one(tmp_path,
     [
         (
             {"optimizers": [{"name": "adma", "lr": 0.1}]},
-            ["optimizers.0: unknown … 'adma'; did you mean 'adam'"],
+            ["  optimizers.0 … unknown … 'adma'; did you mean 'adam'"],
         ),
         ({"initz": ["default"]}, ["initz: unknown field 'initz'; did you mean 'inits'?"]),
         (
