@@ -11,11 +11,11 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from service.leaderboard import LeaderboardRow
-
 if TYPE_CHECKING:  # the API imports steps_text; only the CLI draws tables
     from rich.console import Console
     from rich.table import Table
+
+    from service.leaderboard import LeaderboardRow
 
 # A decimal number inside a setting's label ("lr=0.001", "scale=0.25578753079677286",
 # "std=1e-05"), not the digits of a name ("mlp2") or an integer ("depth=3").
