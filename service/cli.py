@@ -154,15 +154,27 @@ def _metrics() -> tuple[str, ...]:
 FIGURE_FORMATS = ("svg", "png", "pdf")
 
 
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A field's location in a spec: ("optimizers", 0, "lr") -> optimizers.0.lr."""
+    return ".".join(str(part) for part in loc)
+
+
+def option_name(loc: tuple[int | str, ...]) -> str:
+    """A field's location as the option that set it: ("torch_version",) -> --torch-version."""
+    return "--" + field_path(loc).replace("_", "-")
+
+
 def format_validation_error(
-    e: ValidationError, model: type[BaseModel] | None = None, what: str = "spec"
+    e: ValidationError,
+    model: type[BaseModel] | None = None,
+    what: str = "spec",
+    where: Callable[[tuple[int | str, ...]], str] = field_path,
 ) -> str:
     """One line per problem, "  optimizers.0.lr: Input should be greater than 0", without
     pydantic's URLs; a misspelled field of `model` gets the nearest known one."""
     lines = []
     for problem in e.errors(include_url=False):
         loc = problem["loc"]
-        where = ".".join(str(p) for p in loc) or what
         message = problem["msg"].removeprefix("Value error, ")  # our validators' own words
         if problem["type"] == "extra_forbidden" and len(loc) == 1 and model is not None:
             message = unknown_name("field", str(loc[0]), model.model_fields)
@@ -170,7 +182,7 @@ def format_validation_error(
             ctx = problem.get("ctx", {})
             known = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
             message = unknown_name("name", str(ctx.get("tag")), known)
-        lines.append(f"  {where}: {message}")
+        lines.append(f"  {where(loc) if loc else what}: {message}")
     return f"invalid {what}:\n" + "\n".join(lines)
 
 
@@ -809,7 +821,7 @@ def leaderboard(
     try:
         query = leaderboard.LeaderboardQuery.model_validate(params)
     except ValidationError as e:
-        raise fail(format_validation_error(e, what="option")) from e
+        raise fail(format_validation_error(e, what="option", where=option_name)) from e
     if url:
         body = _request("GET", f"{url}/api/v1/leaderboard", params=query.params()).json()
     else:

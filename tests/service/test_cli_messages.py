@@ -127,6 +127,19 @@ def test_a_misspelled_option_value_is_named_with_the_nearest_valid_one(tmp_path,
     assert not (tmp_path / "x.db").exists()  # refused before the database is opened
 
 
+def test_bad_option_values_are_named_as_options(tmp_path):
+    result = plateau(
+        "leaderboard", "--since", "yesterday", "--limit", "0",
+        env={"DATABASE_URL": f"sqlite:///{tmp_path}/x.db"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: invalid option:",
+        "  --since: Input should be a valid datetime or date, input is too short",
+        "  --limit: Input should be greater than or equal to 1",
+    ]
+
+
 @pytest.mark.parametrize(
     "change,lines",
     [
