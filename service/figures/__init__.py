@@ -80,6 +80,18 @@ def finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def sig3(value: Any) -> str:
+    """A number for people: 3 significant digits (0.25578753 -> 0.256), without an exponent
+    between 1e-3 and 1e6 (9548.99 -> 9,550, not 9.55e+03); anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—" if value is None else str(value)
+    if isinstance(value, int) or not math.isfinite(value):
+        return str(value)
+    if value and 1e3 <= abs(value) < 1e6:
+        return f"{round(value, 2 - int(math.floor(math.log10(abs(value))))):,.0f}"
+    return f"{value:.3g}"
+
+
 def log_scale(values: Iterable[Any]) -> bool:
     """Whether a log axis can show all of `values`: some present, every present one > 0."""
     present = [v for v in (finite(x) for x in values) if v is not None]

@@ -4,18 +4,13 @@ through the queue (claim -> workers.runner.execute) and probed at the end of eac
 
 Without /usr/bin/chromium (apt-get install chromium) or the `playwright` package these tests
 skip; with PLATEAU_REQUIRE_BROWSER=1 (CI) they fail instead. PLATEAU_SCREENSHOTS=DIR saves
-the leaderboard and a run page there (docs/screenshots holds the committed ones).
+every page there at 1440 px (docs/screenshots holds the committed ones). The browser, page and
+server fixtures are tests/web/conftest.py's.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,21 +18,11 @@ import pytest
 
 from db import queue
 from db.migrate import upgrade
-from db.session import dispose_engines, session_scope
-from service.settings import Settings
+from db.session import session_scope
+from tests.web.conftest import live_server, require_browser, screenshot
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("PLATEAU_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # 3 optimizers x 2 inits x 2 seeds on digits: converged, plateau/saddle and diverged runs,
 # with clipping (clip events) and an end-of-run probe (eigenvalues, density, slices).
 SPEC: dict[str, Any] = {
@@ -64,23 +49,6 @@ SPEC: dict[str, Any] = {
         "slq_steps": 15,
     },
 }
-
-
-def browser_problem() -> str | None:
-    if importlib.util.find_spec("playwright") is None:
-        return "the `playwright` package is not installed (pip install playwright==1.65.2)"
-    if not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
-    return None
-
-
-def require_browser() -> None:
-    problem = browser_problem()
-    if problem is None:
-        return
-    if os.environ.get("PLATEAU_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"a browser is required (PLATEAU_REQUIRE_BROWSER=1): {problem}")
-    pytest.skip(problem)
 
 
 def run_queued(url: str) -> list[str]:
@@ -120,74 +88,14 @@ def submit(url: str, spec: dict[str, Any]) -> int:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A live server on 127.0.0.1 over a database with one real finished sweep."""
     require_browser()
-    import uvicorn
-
-    from service.api.main import create_app
-
     url = f"sqlite:///{tmp_path_factory.mktemp('web') / 'plateau.db'}"
     upgrade(url)
     sweep_id = submit(url, SPEC)
     outcomes = run_queued(url)
     assert sorted(outcomes) == ["diverged"] * 4 + ["succeeded"] * 8, outcomes
 
-    app = create_app(Settings(database_url=url), dispatch=False)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    yield {"base": base, "url": url, "sweep_id": sweep_id, "api": httpx.Client(base_url=base)}
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
-    dispose_engines()
-
-
-@pytest.fixture(scope="module")
-def browser(site: dict[str, Any]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any, site: dict[str, Any]) -> Iterator[Any]:
-    """A fresh page that may reach the test server only, and must log no errors."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    elsewhere: list[str] = []
-    errors: list[str] = []
-
-    def only_local(route: Any) -> None:
-        if route.request.url.startswith(site["base"]):
-            route.continue_()
-        else:  # a CDN, a font service, ...: the pages must work offline
-            elsewhere.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", only_local)
-    tab = context.new_page()
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    yield tab
-    context.close()
-    assert not elsewhere, f"pages requested other hosts: {elsewhere}"
-    assert not errors, f"errors in the page: {errors}"
-
-
-def screenshot(tab: Any, name: str) -> None:
-    folder = os.environ.get("PLATEAU_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        tab.screenshot(path=str(Path(folder) / name), full_page=True)
+    with live_server(url) as base:
+        yield {"base": base, "url": url, "sweep_id": sweep_id, "api": httpx.Client(base_url=base)}
 
 
 # Geometry of what a plot drew, measured by the browser's layout engine.

@@ -23,7 +23,7 @@ from db.session import dispose_engines, session_scope
 from service import auth
 from service.settings import Settings
 from tests.service.conftest import QUICK_SPEC
-from tests.web.test_pages import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, require_browser
 
 pytestmark = pytest.mark.slow
 
