@@ -87,6 +87,8 @@ def sig3(value: Any) -> str:
         return "—" if value is None else str(value)
     if isinstance(value, int) or not math.isfinite(value):
         return str(value)
+    if value.is_integer() and abs(value) < 1e6:  # a count (steps) stays exact: 1109, not 1,110
+        return str(int(value))
     if value and 1e3 <= abs(value) < 1e6:
         return f"{round(value, 2 - int(math.floor(math.log10(abs(value))))):,.0f}"
     return f"{value:.3g}"

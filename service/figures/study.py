@@ -236,7 +236,8 @@ def slices(doc: dict[str, Any]) -> Spec:
 
 
 def importances(doc: dict[str, Any]) -> Spec:
-    """Optuna's parameter importances (fANOVA by default), largest first."""
+    """Optuna's parameter importances (optuna.importance.get_param_importances with its
+    default evaluator, as service.studies.describe computes them), largest first."""
     title = "parameter importances"
     imp = doc.get("importances") or {}
     if "unavailable" in imp or not imp:
@@ -245,7 +246,7 @@ def importances(doc: dict[str, Any]) -> Spec:
     rows = [{"parameter": k, "importance": v} for k, v in imp.items()]
     return figure(
         title=title,
-        description="share of the objective's variance each parameter explains (fANOVA)",
+        description="how much of the objective each parameter explains (Optuna's importances)",
         height={"step": 24},
         data={"values": rows},
         mark={"type": "bar", "color": "#1f77b4"},

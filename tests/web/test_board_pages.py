@@ -264,6 +264,10 @@ def test_the_sweep_page_overlays_the_runs_coloured_by_the_chosen_axis(page, site
     assert page.evaluate(LINES, "plot-parallel") == len(finished)
     assert len(page.locator("#plot-verdicts .mark-rect path").all()) >= len(optimizers)
 
+    loss = page.locator("#runs td[data-field=final_loss]").first  # rounded, in full on hover
+    assert significant_digits(loss.inner_text()) <= 3
+    assert loss.get_attribute("title") == repr(runs[0]["final_loss"])
+
     page.select_option("#color-by", "init")
     page.wait_for_function("document.body.dataset.colorBy === 'init'")
     page.wait_for_selector("body[data-plots=ready]")

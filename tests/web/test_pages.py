@@ -316,3 +316,4 @@ def test_compare_overlays_the_loss_curves_of_several_runs(page, site):
         "#plot-loss path.series", "ps => ps.map(p => p.getAttribute('stroke'))"
     )
     assert len(set(strokes)) == 3
+    screenshot(page, "compare.png")
