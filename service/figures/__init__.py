@@ -91,6 +91,15 @@ def scale(values: Iterable[Any], **extra: Any) -> Spec:
     return ({"type": "log"} if log_scale(values) else {"zero": False}) | extra
 
 
+def y_scale(values: Iterable[Any], **extra: Any) -> Spec:
+    """`scale(values)` for an encoding, with READABLE axis labels; a log axis over more than
+    two decades labels only the powers of ten."""
+    present = [v for v in (finite(x) for x in values) if v is not None]
+    sc = scale(present, **extra)
+    many = sc.get("type") == "log" and max(present) / min(present) > 100
+    return {"scale": sc, "axis": readable(decades=many)}
+
+
 def ema(values: Sequence[float | None], weight: float) -> list[float | None]:
     """TensorBoard's debiased exponential moving average; gaps (None) stay gaps and do not
     reset the average."""
@@ -104,6 +113,29 @@ def ema(values: Sequence[float | None], weight: float) -> list[float | None]:
         norm = weight * norm + (1 - weight)
         out.append(last / norm if norm else v)
     return out
+
+
+def exact(field: str, title: str) -> Spec:
+    """A tooltip entry that shows the value at full precision: a nominal field is shown as
+    JavaScript prints the number (shortest round trip), not through a d3 format."""
+    return {"field": field, "type": "nominal", "title": title}
+
+
+# Axis and colour-bar labels for people: 3 significant digits, the exponent form outside
+# [1e-3, 1e5) (so 5.8583e-7 reads 5.86e-7, never a cut 5.8583).
+READABLE = (
+    "datum.value === 0 ? '0' : abs(datum.value) >= 1e5 || abs(datum.value) < 1e-3"
+    " ? replace(format(datum.value, '.3~e'), 'e+', 'e') : format(datum.value, '.3~r')"
+)
+
+
+def readable(*, decades: bool = False, **extra: Any) -> Spec:
+    """An axis or legend whose labels are READABLE; with `decades`, only powers of ten are
+    labelled (a log axis over many decades)."""
+    if decades:
+        power = "abs(log(datum.value) / LN10 - round(log(datum.value) / LN10)) < 1e-6"
+        return {"labelExpr": f"{power} ? ({READABLE}) : ''"} | extra
+    return {"labelExpr": READABLE} | extra
 
 
 def smoothing_param() -> Spec:
