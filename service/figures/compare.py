@@ -37,15 +37,23 @@ def _color(runs: list[dict[str, Any]]) -> Spec:
 
 
 def _panel(name: str, title: str, marks: list[Spec]) -> Spec:
-    """A panel of the stack: its marks, plus the cursor: a rule at the hovered step."""
+    """A panel of the stack: its marks (the last one, the runs' data, named `name`), the
+    invisible points the synced params attach to (`<name>_hover`: Vega's nearest-point
+    search has no lines), and the cursor: a rule at the hovered step."""
+    data = marks[-1]
+    data["name"] = name
+    hover = {k: data[k] for k in ("data", "transform") if k in data} | {
+        "name": f"{name}_hover",
+        "mark": {"type": "point", "opacity": 0},
+        "encoding": {"x": STEP, "y": data["encoding"]["y"]},
+    }
     cursor = {
         "transform": [{"filter": {"param": "cursor", "empty": False}}],
         "mark": {"type": "rule", "color": "#888", "strokeDash": [3, 3]},
         "encoding": {"x": STEP},
     }
-    marks[0]["name"] = name  # the unit the synced params attach to
     return {"name": f"{name}_panel", "title": title, "width": "container", "height": HEIGHT,
-            "layer": [*marks, cursor]}  # fmt: skip
+            "layer": [hover, *marks, cursor]}  # fmt: skip
 
 
 def _curve(runs: list[dict[str, Any]], key: str, title: str, name: str) -> Spec:
@@ -75,12 +83,7 @@ def _curve(runs: list[dict[str, Any]], key: str, title: str, name: str) -> Spec:
             ],  # fmt: skip
         },
     }
-    # the cursor's nearest-point search needs points (Vega has none for lines): invisible ones
-    hover = {k: line[k] for k in ("data", "transform")} | {
-        "mark": {"type": "point", "opacity": 0},
-        "encoding": {"x": STEP, "y": y},
-    }
-    return _panel(name, title, [hover, line])
+    return _panel(name, title, [line])
 
 
 def _test_loss(runs: list[dict[str, Any]]) -> Spec:
@@ -117,11 +120,11 @@ def _test_loss(runs: list[dict[str, Any]]) -> Spec:
 def compare_figures(runs: list[dict[str, Any]]) -> dict[str, Spec]:
     """The compare page's figure `curves`: the runs' training loss, test loss and gradient
     norm, stacked on one step axis with zoom, cursor and legend toggle synced across them."""
-    views = list(PANELS)
+    views = [f"{p}_hover" for p in PANELS]
     target = finite(((runs[0].get("config") or {}).get("target") or {}).get("loss"))
     loss = _curve(runs, "loss", "training loss (smoothed)", "loss")
     if target is not None:
-        loss["layer"].insert(0, {
+        loss["layer"].insert(1, {
             "data": {"values": [{"target": target}]},
             "mark": {"type": "rule", "strokeDash": [5, 4], "color": "#555"},
             "encoding": {"y": {"field": "target", "type": "quantitative"},

@@ -45,6 +45,7 @@ def smoothed_lines(
     """TensorBoard's look: each series raw and faint under its smoothed line; the rows carry
     every SMOOTHING level and the `smoothing` param picks one. Drag/wheel zoom, legend
     toggle, and a tooltip at full precision."""
+    few = len({r["step"] for r in rows}) < 3
     return [
         {
             "name": f"{name}_raw",
@@ -56,7 +57,9 @@ def smoothed_lines(
             "name": name,
             "params": [zoom_param(), legend_toggle("series")],
             "transform": [{"filter": "datum.smoothing === smoothing"}],
-            "mark": {"type": "line", "strokeWidth": 1.5, "clip": True},
+            # a line through fewer than three steps hides them: show the points too
+            "mark": {"type": "line", "strokeWidth": 1.5, "clip": True}
+            | ({"point": {"filled": True, "size": 30}} if few else {}),
             "encoding": {
                 "x": STEP,
                 "y": y,
