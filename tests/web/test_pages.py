@@ -99,12 +99,38 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 # Geometry of what a plot drew, measured by the browser's layout engine.
-SERIES_GEOMETRY = """(id) => [...document.querySelectorAll(`#${id} path.series`)].map(p => {
-    const box = p.getBBox();
-    return {name: p.dataset.name, length: p.getTotalLength(),
-            points: (p.getAttribute('d').match(/[ML]/g) || []).length,
-            width: box.width, height: box.height};
+# vega-embed draws each layer of a figure as <g class="... <layer name>_marks"> (the names are
+# service/figures/'s); each drawn element carries its scenegraph item (__data__): the row it
+# draws (datum), its position in the plot's coordinates (x, y, width) and, for a line or an
+# area, its SVG path. Boxes are the browser's layout, in page pixels.
+MARKS = """([id, name]) => [...document.querySelectorAll(`#${id} g.${name}_marks > *`)].map(e => {
+    const item = e.__data__ || {};
+    const box = e.getBoundingClientRect();
+    return {series: (item.datum || {}).series, datum: item.datum || {}, x: item.x,
+            item_width: item.width, stroke: e.getAttribute('stroke'),
+            opacity: Number(e.getAttribute('opacity') ?? 1),
+            points: ((e.getAttribute('d') || '').match(/[ML]/g) || []).length,
+            left: box.left, top: box.top, width: box.width, height: box.height};
 })"""
+
+
+def marks(tab: Any, figure: str, layer: str) -> list[dict[str, Any]]:
+    """What the layer `layer` of the figure in #plot-<figure> drew."""
+    return tab.evaluate(MARKS, [f"plot-{figure}", layer])
+
+
+def rgb(color: str) -> str:
+    """#rrggbb as the browser's computed style writes it."""
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
+
+
+def view_eval(tab: Any, figure: str, expression: str) -> Any:
+    """`expression` evaluated on the Vega view of #plot-<figure> (as `view`)."""
+    return tab.evaluate(
+        f"(id) => {{ const view = document.getElementById(id).view; return {expression}; }}",
+        f"plot-{figure}",
+    )
 
 
 def rows_on_page(tab: Any) -> list[str]:
@@ -123,7 +149,6 @@ def test_the_leaderboard_ranks_the_configurations_and_sorts_by_column(page, site
     assert first.locator("td").first.inner_text() == "1"
     assert "converged" in first.inner_text() and "2 / 2 seeds" in first.inner_text()
     assert "diverged 2" in page.locator("#leaderboard tbody tr").last.inner_text()
-    screenshot(page, "leaderboard.png")
 
     page.click("th a[data-metric=final_loss]")
     page.wait_for_url("**metric=final_loss**")
@@ -175,30 +200,30 @@ def test_a_run_reached_from_the_leaderboard_shows_its_evidence_and_plots(page, s
     assert rows.first.locator("code").inner_text() == first_layer
     assert "lambda_max" in page.inner_text("#evidence")
 
-    loss = {s["name"]: s for s in page.evaluate(SERIES_GEOMETRY, "plot-loss")}
-    train = loss["train (minibatch)"]
+    (train,) = marks(page, "loss", "train")  # the smoothed training loss: one line
     n_steps = len(run["curves"]["step"])
-    assert train["points"] == n_steps and train["length"] > 400
+    assert train["points"] == n_steps and train["series"] == "train (minibatch)"
     assert train["width"] > 300 and train["height"] > 100  # a falling curve, not a flat line
-    assert page.locator("#plot-loss .markers circle").count() >= 10  # test-set evaluations
-    grad = page.evaluate(SERIES_GEOMETRY, "plot-grad")
-    assert {g["name"] for g in grad} >= {"global"} and len(grad) >= 3  # global + layers
-    assert all(g["points"] == n_steps and g["length"] > 300 for g in grad)
+    evaluations = [v for v in run["curves"]["eval_loss"] if v is not None]
+    assert len(marks(page, "loss", "test")) == len(evaluations) >= 10  # test-set evaluations
+    grad = marks(page, "grad_norm", "grad")
+    assert grad[0]["series"] == "global" and len(grad) >= 3  # global + layers
+    assert all(g["points"] == n_steps and g["width"] > 300 for g in grad)
     clipped = sum(1 for c in run["curves"]["clipped"] if c)
-    assert clipped > 0 and page.locator("#plot-lr line.event").count() == clipped
-    assert page.locator("#plot-eig .markers circle").count() == 2  # λmax and λmin, one probe
+    assert clipped > 0 and len(marks(page, "lr_clip", "clip")) == clipped
+    assert len(marks(page, "hessian", "eig")) == 2  # λmax and λmin, one probe
 
-    density = page.evaluate(SERIES_GEOMETRY, "plot-density")
-    assert density[0]["points"] > 50 and density[0]["length"] > 300
-    slices = page.evaluate(SERIES_GEOMETRY, "plot-slices")
+    (density,) = marks(page, "density", "density")
+    assert density["points"] > 50 and density["width"] > 300
+    slices = marks(page, "slices_1d", "slice")
     assert len(slices) == 3 and all(s["points"] == 21 for s in slices)
-    assert page.locator("#plot-surface rect.cell").count() == 11 * 11
-    assert page.locator("#plot-surface path.iso").count() >= 3
-    assert page.locator("#plot-surface polygon.marker").count() == 1
-    interp = page.evaluate(SERIES_GEOMETRY, "plot-interp")
-    assert interp[0]["points"] == 21 and interp[0]["height"] > 20
-    # a canvas-free check that pixels were painted: the SVG has a non-empty layout box
-    box = page.locator("#plot-surface svg").bounding_box()
+    assert len(marks(page, "surface_2d", "cell")) == 11 * 11
+    (star,) = marks(page, "surface_2d", "run")
+    assert star["datum"]["a0"] == 0 and star["datum"]["b0"] == 0  # the run's own parameters
+    (interp,) = marks(page, "interpolation", "interp")
+    assert interp["points"] == 21 and interp["height"] > 20
+    # pixels were painted: the surface's SVG has a non-empty layout box
+    box = page.locator("#plot-surface_2d svg.marks").bounding_box()
     assert box["width"] > 300 and box["height"] > 200
     screenshot(page, "run.png")
 
@@ -214,10 +239,14 @@ def test_a_run_on_a_plateau_has_its_segments_shaded(page, site):
     segments = api.get(f"/api/v1/runs/{plateau['id']}").json()["result"]["plateaus"]["segments"]
     page.goto(f"{site['base']}/runs/{plateau['id']}")
     page.wait_for_selector("body[data-plots=ready]")
-    bands = page.locator("#plot-loss rect.band")
-    assert bands.count() == len(segments)
-    widths = bands.evaluate_all("bs => bs.map(b => b.getBBox().width)")
-    assert all(w > 20 for w in widths), widths
+    bands = marks(page, "loss", "plateau")
+    assert len(bands) == len(segments)
+    assert all(b["width"] > 20 for b in bands), bands
+    # each band spans its segment's steps on the x axis
+    for band, segment in zip(sorted(bands, key=lambda b: b["x"]), segments, strict=True):
+        steps = f"[{segment['start']}, {segment['end']}]"
+        start, end = view_eval(page, "loss", f"{steps}.map(view.scale('x'))")
+        assert abs(band["x"] - start) < 1 and abs(band["x"] + band["item_width"] - end) < 1
     assert page.locator("#segments tbody tr").count() == len(segments)
 
 
@@ -226,12 +255,13 @@ def test_a_diverged_run_says_it_was_not_probed(page, site):
     diverged = next(r for r in runs if r["status"] == "diverged")
     page.goto(f"{site['base']}/runs/{diverged['id']}")
     page.wait_for_selector("body[data-plots=ready]")
-    for plot in ("plot-eig", "plot-density", "plot-slices", "plot-surface", "plot-interp"):
-        assert "not probed" in page.inner_text(f"#{plot}")
+    for figure in ("hessian", "density", "slices_1d", "surface_2d", "interpolation"):
+        drawn = page.locator(f"#plot-{figure} svg.marks").text_content()
+        assert "not probed: the run diverged" in drawn
     assert "diverged" in page.inner_text("#verdict")
     step = site["api"].get(f"/api/v1/runs/{diverged['id']}").json()["result"]["diverged_step"]
     assert f"step {step}" in page.inner_text("#verdict-sentence")
-    assert page.locator("#plot-loss .markers circle").count() >= 1  # its one logged step
+    assert page.locator("#plot-loss g.mark-symbol path").count() >= 1  # its one logged step
 
 
 def test_the_sweep_page_shows_who_ran_it_and_follows_progress_live(page, site):
@@ -309,11 +339,23 @@ def test_compare_overlays_the_loss_curves_of_several_runs(page, site):
     ids = [r["id"] for r in runs if r["status"] == "succeeded"][:3]
     page.goto(f"{site['base']}/compare?runs={','.join(map(str, ids))}")
     page.wait_for_selector("body[data-plots=ready]")
-    curves = page.evaluate(SERIES_GEOMETRY, "plot-loss")
-    assert [c["name"] for c in curves] == [f"run {i}" for i in ids]
-    assert all(c["points"] > 50 and c["length"] > 300 for c in curves)
-    strokes = page.eval_on_selector_all(
-        "#plot-loss path.series", "ps => ps.map(p => p.getAttribute('stroke'))"
+    curves = marks(page, "curves", "loss")
+    assert [c["series"] for c in curves] == [f"run {i}" for i in ids]
+    assert all(c["points"] > 50 and c["width"] > 300 for c in curves)
+    assert len({c["stroke"] for c in curves}) == 3
+    # the table's swatches wear the curves' colours
+    swatches = page.eval_on_selector_all(
+        "#compare-runs .swatch", "ss => ss.map(s => getComputedStyle(s).backgroundColor)"
     )
-    assert len(set(strokes)) == 3
+    assert swatches == [rgb(c["stroke"]) for c in curves]
+    # zooming the loss panel zooms the gradient-norm panel with it (one shared step axis)
+    before = marks(page, "curves", "grad")[0]["width"]
+    domain = view_eval(page, "curves", "view.scale('x').domain()")
+    line = curves[0]
+    page.mouse.move(line["left"] + line["width"] / 2, line["top"] + line["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(
+        f"document.getElementById('plot-curves').view.scale('x').domain()[1] < {domain[1]}"
+    )
+    assert marks(page, "curves", "grad")[0]["width"] > before * 1.2
     screenshot(page, "compare.png")

@@ -3,11 +3,10 @@
 "use strict";
 
 (() => {
-  const { getJSON, byId, embed, done } = Pages;
+  const { getJSON, byId, embed, done, fmt } = Pages;
 
   const FINAL = ["finished", "cancelled"];
   const FIGURES = ["loss", "plateau", "verdicts", "parallel"];
-  const fmt3 = (v) => (v == null ? "—" : Number(v.toPrecision(3)).toString());
 
   function updateRuns(runs) {
     for (const r of runs) {
@@ -18,7 +17,7 @@
       cell("status").className = `status s-${r.status}`;
       const finished = ["succeeded", "diverged"].includes(r.status);
       cell("steps_to_target").textContent = r.steps_to_target ?? (finished ? "censored" : "—");
-      cell("final_loss").textContent = fmt3(r.final_loss);
+      cell("final_loss").textContent = fmt(r.final_loss);
       cell("final_loss").title = r.final_loss == null ? "" : String(r.final_loss);
       cell("test_accuracy").textContent = r.test_accuracy == null ? "—" : r.test_accuracy.toFixed(3);
       cell("verdict").textContent = "";
