@@ -191,6 +191,7 @@ def test_leaderboard_rows_are_compact_rounded_and_name_what_differs(page, site):
     page.goto(site["base"] + "/")  # the default view: one task, one line per row
     one_task = page.eval_on_selector_all("#leaderboard tbody tr", heights)
     assert len(one_task) == 6 and max(one_task) <= 50, one_task  # was ~95 px
+    screenshot(page, "leaderboard.png")
     page.goto(site["base"] + "/?task=")  # every setting differs: still 15 rows in 900 px
     mixed = page.eval_on_selector_all("#leaderboard tbody tr", heights)
     assert len(mixed) >= 10 and sum(mixed) / len(mixed) <= 900 / 15, mixed
@@ -216,7 +217,6 @@ def test_leaderboard_rows_are_compact_rounded_and_name_what_differs(page, site):
     assert single.count() >= 3
     assert single.locator("a.runs").count() == 0
     assert "compare 1" not in page.inner_text("#leaderboard")
-    screenshot(page, "leaderboard.png")
 
 
 @pytest.mark.parametrize("width", [1280, 1440])
