@@ -263,11 +263,74 @@ def importances(doc: dict[str, Any]) -> Spec:
     )
 
 
+def pareto(doc: dict[str, Any]) -> Spec:
+    """A multi-objective study: every complete trial by its first two objectives, the
+    Pareto front (Optuna's best_trials) joined by a line."""
+    names = [str(n) for n in (doc.get("objective") or [])[:2]]
+    title = f"Pareto front: {' vs '.join(names)}"
+    front = {t["number"] for t in doc.get("pareto_front") or []}
+    rows = [
+        {"trial": t["number"], "x": t["values"][0], "y": t["values"][1],
+         "kind": "Pareto front" if t["number"] in front else "other trials"}
+        for t in doc["trials"]
+        if t["state"] == "complete" and len(t.get("values") or []) >= 2
+        and finite(t["values"][0]) is not None and finite(t["values"][1]) is not None
+    ]  # fmt: skip
+    if not rows:
+        return empty("no complete trials yet", title=title)
+    x = {
+        "field": "x",
+        "type": "quantitative",
+        "title": names[0],
+        "scale": scale([r["x"] for r in rows]),
+    }
+    y = {
+        "field": "y",
+        "type": "quantitative",
+        "title": names[1],
+        "scale": scale([r["y"] for r in rows]),
+    }
+    color = {"field": "kind", "type": "nominal", "title": None,
+             "scale": {"domain": ["Pareto front", "other trials"],
+                       "range": ["#d62728", "#9ca3af"]}}  # fmt: skip
+    return figure(
+        title=title,
+        description=f"complete trials by {names[0]} and {names[1]}, the Pareto front joined",
+        height=280,
+        data={"values": rows},
+        layer=[
+            {
+                "transform": [{"filter": "datum.kind === 'Pareto front'"}],
+                "mark": {"type": "line", "color": "#d62728", "interpolate": "step-after"},
+                "encoding": {"x": x, "y": y, "order": {"field": "x"}},
+            },
+            {
+                "params": [zoom_param()],
+                "mark": {"type": "point", "filled": True, "size": 45},
+                "encoding": {
+                    "x": x,
+                    "y": y,
+                    "color": color,
+                    "tooltip": [
+                        {"field": "trial"},
+                        {"field": "x", "title": names[0], "format": ".4g"},
+                        {"field": "y", "title": names[1], "format": ".4g"},
+                    ],
+                },
+            },
+        ],
+    )
+
+
 def study_figures(doc: dict[str, Any]) -> dict[str, Spec]:
-    """Every figure of the study page, by name (the element is `plot-<name>`)."""
-    return {
+    """Every figure of the study page, by name (the element is `plot-<name>`); `pareto`
+    only for a study of several objectives."""
+    figures = {
         "history": history(doc),
         "parallel": parallel_trials(doc),
         "slices": slices(doc),
         "importances": importances(doc),
     }
+    if len(doc.get("objective") or []) > 1:
+        figures["pareto"] = pareto(doc)
+    return figures

@@ -153,6 +153,20 @@ def test_the_study_charts_tell_censored_and_pruned_trials_apart():
         assert render(spec, "svg").startswith(b"<svg")
 
 
+def test_a_study_of_two_objectives_draws_its_pareto_front():
+    two = [
+        t | {"values": [v, f], "state": "complete"}
+        for t, v, f in zip(STUDY["trials"][:3], (900.0, 600.0, 700.0), (0.1, 0.4, 0.5), strict=True)
+    ]
+    doc = STUDY | {"objective": ["steps_to_target", "plateau_fraction"], "trials": two,
+                   "pareto_front": two[:2]}  # fmt: skip
+    figures = study_figures(doc)
+    kinds = {r["trial"]: r["kind"] for r in figures["pareto"]["data"]["values"]}
+    assert kinds == {0: "Pareto front", 1: "Pareto front", 2: "other trials"}
+    assert render(figures["pareto"], "svg").startswith(b"<svg")
+    assert "pareto" not in study_figures(STUDY)
+
+
 def test_a_study_with_nothing_complete_says_so():
     nothing = STUDY | {"trials": [trial(0, "pruned", 10.5, 0.3)], "importances": None}
     figures = study_figures(nothing)
@@ -171,3 +185,21 @@ def test_the_figure_endpoints_answer_404_and_422(sqlite_url):
         assert r.status_code == 422 and "optimizer" in r.text
         assert client.get("/api/v1/sweeps/99999/figures").status_code == 404
         assert client.get("/api/v1/studies/99999/figures").status_code == 404
+
+
+def test_a_study_that_has_not_started_has_a_page_and_empty_charts(sqlite_url):
+    from service import studies
+    from service.study_spec import StudySpec
+    from tests.web.test_board_pages import STUDY_SPEC
+
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url)
+    with session_scope(sqlite_url) as s:
+        spec = StudySpec.model_validate(STUDY_SPEC)
+        study_id = studies.create_study(session=s, spec=spec, settings=settings).id
+    with TestClient(create_app(settings, dispatch=False)) as client:
+        page = client.get(f"/studies/{study_id}")
+        assert page.status_code == 200, page.text
+        assert "No trial has completed yet" in page.text
+        figures = client.get(f"/api/v1/studies/{study_id}/figures").json()["figures"]
+        assert figures["history"]["description"] == "no complete trials yet"

@@ -37,7 +37,9 @@
     sortable(byId("trials"));
     return done((async () => {
       const answer = await getJSON(`/api/v1/studies/${id}/figures`);
-      await Promise.all(FIGURES.map((name) => embed(byId(`plot-${name}`), answer.figures[name])));
+      const names = FIGURES.concat("pareto" in answer.figures ? ["pareto"] : []);
+      if ("pareto" in answer.figures) byId("pareto-figure").hidden = false;
+      await Promise.all(names.map((name) => embed(byId(`plot-${name}`), answer.figures[name])));
     })());
   }
 
