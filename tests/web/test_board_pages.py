@@ -278,6 +278,16 @@ def test_the_sweep_page_overlays_the_runs_coloured_by_the_chosen_axis(page, site
     screenshot(page, "sweep.png")
 
 
+def test_a_sweep_link_with_an_unknown_axis_falls_back_to_the_default(browser, site):
+    # Its own context: the refused figure request logs a console error by design.
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.goto(f"{site['base']}/sweeps/{site['sweep_id']}?by=optimiser")
+    tab.wait_for_selector("body[data-plots=ready]")
+    assert tab.evaluate("document.body.dataset.colorBy") == "optimizer"
+    context.close()
+
+
 def test_the_study_page_marks_censored_and_pruned_trials_and_rounds_parameters(page, site):
     api = site["api"]
     view = api.get(f"/api/v1/studies/{site['study_id']}").json()

@@ -86,7 +86,8 @@
     }
     function retry() { setTimeout(() => tick().catch(retry), 5 * period); }
     document.body.dataset.sweepStatus = status;
-    done(drawFigures(id, chosen));
+    // A ?by= that names no axis (an old or mistyped link) falls back to the default axis.
+    done(drawFigures(id, chosen).catch((err) => (chosen ? drawFigures(id, "") : Promise.reject(err))));
     if (!FINAL.includes(status)) setTimeout(() => tick().catch(retry), period);
   }
 
