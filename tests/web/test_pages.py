@@ -451,6 +451,18 @@ def test_compare_overlays_the_loss_curves_of_several_runs(page, site):
         f"document.getElementById('plot-curves').view.scale('x').domain()[1] < {domain[1]}"
     )
     assert marks(page, "curves", "grad")[0]["width"] > before * 1.2
+    # the cursor: hovering a step in one panel marks it in all three
+    page.mouse.move(line["left"] + line["width"] / 3, line["top"] + line["height"] / 2)
+    for panel in ("loss", "test", "grad"):
+        page.wait_for_selector(f"#plot-curves g.{panel}_cursor_marks > line", state="attached")
+    # the legend toggles a run in every panel
+    entry = page.locator("#plot-curves g.role-legend-label text", has_text=f"run {ids[0]}")
+    box = entry.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#plot-curves g.grad_marks path')]"
+        ".filter(p => p.__data__.opacity < 0.2).length === 2"
+    )
 
 
 # ---- Issue 12: the run and compare pages' defects, each measured in the browser ----
