@@ -36,18 +36,26 @@ def _color(runs: list[dict[str, Any]]) -> Spec:
             "scale": {"domain": [label(r) for r in runs]}}  # fmt: skip
 
 
-def _panel(name: str, title: str, marks: list[Spec]) -> Spec:
+def _panel(name: str, title: str, marks: list[Spec], runs: list[dict[str, Any]]) -> Spec:
     """A panel of the stack: its marks (the last one, the runs' data, named `name`), the
     invisible points the synced params attach to (`<name>_hover`: Vega's nearest-point
-    search has no lines), and the cursor: a rule at the hovered step."""
+    search has no lines), and the cursor (`<name>_cursor`): a rule at the hovered step, over
+    every logged step so that it shows in a panel with no value at that step."""
     data = marks[-1]
     data["name"] = name
-    hover = {k: data[k] for k in ("data", "transform") if k in data} | {
+    source = {k: data[k] for k in ("data", "transform") if k in data}
+    hover = source | {
         "name": f"{name}_hover",
         "mark": {"type": "point", "opacity": 0},
-        "encoding": {"x": STEP, "y": data["encoding"]["y"]},
+        # the colour makes this layer's legend the panel's, so the legend toggle (held by
+        # this layer) binds to it
+        "encoding": {k: data["encoding"][k] for k in ("x", "y", "color")},
     }
     cursor = {
+        "name": f"{name}_cursor",
+        "data": {
+            "values": [{"step": s} for s in sorted({s for r in runs for s in r["curves"]["step"]})]
+        },
         "transform": [{"filter": {"param": "cursor", "empty": False}}],
         "mark": {"type": "rule", "color": "#888", "strokeDash": [3, 3]},
         "encoding": {"x": STEP},
@@ -83,7 +91,7 @@ def _curve(runs: list[dict[str, Any]], key: str, title: str, name: str) -> Spec:
             ],  # fmt: skip
         },
     }
-    return _panel(name, title, [line])
+    return _panel(name, title, [line], runs)
 
 
 def _test_loss(runs: list[dict[str, Any]]) -> Spec:
@@ -114,7 +122,7 @@ def _test_loss(runs: list[dict[str, Any]]) -> Spec:
             ],  # fmt: skip
         },
     }
-    return _panel("test", title, [dots])
+    return _panel("test", title, [dots], runs)
 
 
 def compare_figures(runs: list[dict[str, Any]]) -> dict[str, Spec]:

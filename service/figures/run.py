@@ -51,11 +51,12 @@ def smoothed_lines(
             "name": f"{name}_raw",
             "transform": [{"filter": "datum.smoothing === 0 && smoothing > 0"}],
             "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.25, "clip": True},
-            "encoding": {"x": STEP, "y": y, "color": SERIES, "detail": {"field": "series"}},
+            # the chart's legend is this first layer's, so the legend toggle is defined here
+            "params": [zoom_param(), legend_toggle("series")],
+            "encoding": {"x": STEP, "y": y, "color": SERIES | {"legend": {"symbolOpacity": 1}}},
         },
         {
             "name": name,
-            "params": [zoom_param(), legend_toggle("series")],
             "transform": [{"filter": "datum.smoothing === smoothing"}],
             # a line through fewer than three steps hides them: show the points too
             "mark": {"type": "line", "strokeWidth": 1.5, "clip": True}
@@ -238,7 +239,7 @@ def grad_norm(detail: dict[str, Any]) -> Spec:
     layers = smoothed_lines(rows, y, value="grad_norm", name="grad", tooltip_title="gradient norm")
     colors = {"scale": {"domain": list(series), "range": ["#111111", *PALETTE]}}
     for layer in layers:
-        layer["encoding"]["color"] = SERIES | colors
+        layer["encoding"]["color"] = layer["encoding"]["color"] | colors  # SERIES is shared
     return figure(
         title="gradient norm, global and per layer",
         description="L2 norm of the minibatch gradient by step, of all parameters (black) "
