@@ -441,6 +441,7 @@ def test_compare_overlays_the_loss_curves_of_several_runs(page, site):
         "#compare-runs .swatch", "ss => ss.map(s => getComputedStyle(s).backgroundColor)"
     )
     assert swatches == [rgb(c["stroke"]) for c in curves]
+    screenshot(page, "compare.png")
     # zooming the loss panel zooms the gradient-norm panel with it (one shared step axis)
     before = marks(page, "curves", "grad")[0]["width"]
     domain = view_eval(page, "curves", "view.scale('x').domain()")
@@ -784,3 +785,19 @@ def test_the_probe_selector_redraws_the_probe_figures(page, site, regression):
     for figure in ("density", "slices_1d", "surface_2d", "interpolation"):
         title = page.locator(f"#plot-{figure} g.role-title-text text").first.text_content()
         assert title.endswith(f"step {first['step']}"), title
+
+
+def test_the_figure_endpoints_refuse_what_they_cannot_draw(site, regression):
+    api = site["api"]
+    run_id, n = regression["id"], len(regression["probes"])
+    first = api.get(f"/api/v1/runs/{run_id}/figures", params={"probe": 0}).json()["figures"]
+    assert first["density"]["title"]["text"].endswith(f"step {regression['probes'][0]['step']}")
+    missing = api.get(f"/api/v1/runs/{run_id}/figures", params={"probe": n})
+    assert missing.status_code == 404 and f"has {n} probes" in missing.json()["detail"]
+    assert api.get("/api/v1/runs/999999/figures").status_code == 404
+    both = api.get("/api/v1/figures/compare", params={"runs": f"{run_id},{run_id}"})
+    assert both.status_code == 200 and both.json()["vega_lite"].startswith("6")
+    gone = api.get("/api/v1/figures/compare", params={"runs": f"{run_id},999999"})
+    assert gone.status_code == 404 and "run 999999 not found" in gone.json()["detail"]
+    for bad in ("", "1,x", ",".join(["1"] * 21)):
+        assert api.get("/api/v1/figures/compare", params={"runs": bad}).status_code == 422, bad
