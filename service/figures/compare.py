@@ -21,7 +21,7 @@ from service.figures import (
     toggled_opacity,
     y_scale,
 )
-from service.figures.run import STEP, smoothing_rows
+from service.figures.run import STEP, smoothed, smoothing_rows
 
 PANELS = ("loss", "test", "grad")
 HEIGHT = 200
@@ -46,10 +46,11 @@ def _panel(name: str, title: str, marks: list[Spec], runs: list[dict[str, Any]])
     source = {k: data[k] for k in ("data", "transform") if k in data}
     hover = source | {
         "name": f"{name}_hover",
-        "mark": {"type": "point", "opacity": 0},
+        "mark": {"type": "point", "opacity": 0, "filled": True},
         # the colour makes this layer's legend the panel's, so the legend toggle (held by
-        # this layer) binds to it
-        "encoding": {k: data["encoding"][k] for k in ("x", "y", "color")},
+        # this layer) binds to it; its symbols are shown although the points are not
+        "encoding": {k: data["encoding"][k] for k in ("x", "y")}
+        | {"color": data["encoding"]["color"] | {"legend": {"symbolOpacity": 1}}},
     }
     cursor = {
         "name": f"{name}_cursor",
@@ -77,17 +78,18 @@ def _curve(runs: list[dict[str, Any]], key: str, title: str, name: str) -> Spec:
          **y_scale(row[key] for row in rows)}  # fmt: skip
     line = {
         "data": {"values": rows},
-        "transform": [{"filter": "datum.smoothing === smoothing"}],
+        "transform": [smoothed(key)],
         "mark": {"type": "line", "strokeWidth": 1.4, "clip": True},
         "encoding": {
             "x": STEP,
-            "y": y,
+            "y": y | {"field": "smoothed"},
             "color": _color(runs),
             "opacity": toggled_opacity(),
             "tooltip": [
                 {"field": "series", "title": "run"},
                 exact("step", "step"),
-                exact(key, title),
+                exact("smoothed", title),
+                exact(key, f"{key} (raw)"),
             ],  # fmt: skip
         },
     }

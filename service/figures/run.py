@@ -39,6 +39,37 @@ RUN_STAR = (
 )
 
 
+def ema_field(weight: float) -> str:
+    """The row field of the EMA at `weight` (0.6 -> ema60): Vega field names take no dots."""
+    return f"ema{round(weight * 100)}"
+
+
+def smoothing_rows(
+    steps: Sequence[int], series: dict[str, list[float | None]], value: str
+) -> list[Spec]:
+    """One row per (series, step) with a finite value: the value and its EMA at each
+    SMOOTHING level above 0 (fields ema60, ema90, ema97), those to 6 significant digits (a
+    display value: the measurement itself keeps every digit)."""
+    rows = []
+    for name, values in series.items():
+        levels = {
+            ema_field(w): [None if e is None else float(f"{e:.6g}") for e in ema(values, w)]
+            for w in SMOOTHING
+            if w > 0
+        }
+        for i, (s, v) in enumerate(zip(steps, values, strict=False)):
+            if v is not None:
+                rows.append({"step": s, "series": name, value: v}
+                            | {k: e[i] for k, e in levels.items()})  # fmt: skip
+    return rows
+
+
+def smoothed(value: str) -> Spec:
+    """The transform that picks the `smoothing` param's level of `value` as `smoothed`."""
+    pick = f"smoothing === 0 ? datum.{value} : datum['ema' + round(smoothing * 100)]"
+    return {"calculate": pick, "as": "smoothed"}
+
+
 def smoothed_lines(
     rows: list[Spec], y: Spec, *, value: str, name: str, tooltip_title: str
 ) -> list[Spec]:
@@ -49,7 +80,7 @@ def smoothed_lines(
     return [
         {
             "name": f"{name}_raw",
-            "transform": [{"filter": "datum.smoothing === 0 && smoothing > 0"}],
+            "transform": [{"filter": "smoothing > 0"}],
             "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.25, "clip": True},
             # the chart's legend is this first layer's, so the legend toggle is defined here
             "params": [zoom_param(), legend_toggle("series")],
@@ -57,35 +88,23 @@ def smoothed_lines(
         },
         {
             "name": name,
-            "transform": [{"filter": "datum.smoothing === smoothing"}],
+            "transform": [smoothed(value)],
             # a line through fewer than three steps hides them: show the points too
             "mark": {"type": "line", "strokeWidth": 1.5, "clip": True}
             | ({"point": {"filled": True, "size": 30}} if few else {}),
             "encoding": {
                 "x": STEP,
-                "y": y,
+                "y": y | {"field": "smoothed"},
                 "color": SERIES,
                 "opacity": toggled_opacity(),
                 "tooltip": [
                     {"field": "series", "title": "series"},
                     exact("step", "step"),
+                    exact("smoothed", f"{tooltip_title} (smoothed)"),
                     exact(value, tooltip_title),
                 ],
             },
         },
-    ]
-
-
-def smoothing_rows(
-    steps: Sequence[int], series: dict[str, list[float | None]], value: str
-) -> list[Spec]:
-    """One row per (series, smoothing level, step) with a finite value."""
-    return [
-        {"step": s, "series": name, "smoothing": w, value: v}
-        for name, values in series.items()
-        for w in SMOOTHING
-        for s, v in zip(steps, ema(values, w), strict=False)
-        if v is not None
     ]
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.figures import (
-    SMOOTHING,
     Spec,
-    ema,
     empty,
     figure,
     finite,
@@ -23,6 +21,7 @@ from service.figures import (
     zoom_param,
 )
 from service.figures.parallel import Dim, parallel
+from service.figures.run import smoothed, smoothing_rows
 
 AXES = ("architecture", "optimizer", "init", "normalization", "grad_clip", "seed")
 POINTS_PER_CURVE = 150  # a curve is thinned to about this many points (its ends kept)
@@ -71,11 +70,13 @@ def loss_curves(runs: list[dict[str, Any]], by: str) -> Spec:
     calm: list[float] = []
     for r in runs:
         losses = [finite(v) for v in r.get("loss") or []]
-        for w in SMOOTHING:
-            for step, v in _thin(r.get("steps") or [], ema(losses, w)):
-                if v is not None and v > 0:
-                    rows.append({"run": r["id"], "value": axis_text(r.get(by)), "smoothing": w,
-                                 "step": step, "loss": v})  # fmt: skip
+        steps = r.get("steps") or []
+        kept = {step for step, _ in _thin(steps, losses)}
+        rows += [
+            row | {"run": r["id"], "value": axis_text(r.get(by))}
+            for row in smoothing_rows(steps, {str(r["id"]): losses}, "loss")
+            if row["step"] in kept and row["loss"] > 0
+        ]
         if r.get("verdict") != "diverged" and r.get("status") != "diverged":
             calm += [v for v in losses if v is not None and v > 0]
     if not rows:
@@ -90,12 +91,17 @@ def loss_curves(runs: list[dict[str, Any]], by: str) -> Spec:
         height=300,
         data={"values": rows},
         params=[smoothing_param(), zoom_param(), legend_toggle("value")],
-        transform=[{"filter": "datum.smoothing === smoothing"}],
+        transform=[smoothed("loss")],
         mark={"type": "line", "strokeWidth": 1.2, "clip": True},
         encoding={
-            "x": {"field": "step", "type": "quantitative", "title": "step"},
+            "x": {
+                "field": "step",
+                "type": "quantitative",
+                "title": "step",
+                "axis": {"tickCount": 10, "labelOverlap": True},
+            },
             "y": {
-                "field": "loss",
+                "field": "smoothed",
                 "type": "quantitative",
                 "title": "training loss",
                 "scale": {"type": "log", "domain": [low, top]},
@@ -107,7 +113,7 @@ def loss_curves(runs: list[dict[str, Any]], by: str) -> Spec:
                 {"field": "run", "title": "run"},
                 {"field": "value", "title": by},
                 {"field": "step"},
-                {"field": "loss", "title": "loss (smoothed)", "format": ".3g"},
+                {"field": "smoothed", "title": "loss (smoothed)", "format": ".3g"},
             ],
         },  # fmt: skip
     )

@@ -649,14 +649,15 @@ def test_run_and_compare_pages_fit_the_window(page, site, regression):
 def test_training_curves_zoom_smooth_and_toggle_like_tensorboard(page, site):
     show(page, site, f"/runs/{best_run(site)}")
     page.locator("#plot-loss").scroll_into_view_if_needed()
+    smoothing = "view.signal('smoothing')"
     (train,) = marks(page, "loss", "train")
-    assert train["datum"]["smoothing"] == 0.6 and len(marks(page, "loss", "train_raw")) == 1
+    assert view_eval(page, "loss", smoothing) == 0.6 and len(marks(page, "loss", "train_raw")) == 1
     page.locator("#plot-loss input[type=radio][value='0']").check()
     page.wait_for_function(
         "document.querySelectorAll('#plot-loss g.train_raw_marks > *').length === 0"
     )
     (raw,) = marks(page, "loss", "train")
-    assert raw["datum"]["smoothing"] == 0 and raw["height"] > train["height"]  # noisier
+    assert view_eval(page, "loss", smoothing) == 0 and raw["height"] > train["height"]  # noisier
     # the legend toggles a series: click "test", the training line fades
     entry = page.locator("#plot-loss g.role-legend-label text", has_text="test").bounding_box()
     page.mouse.click(entry["x"] + entry["width"] / 2, entry["y"] + entry["height"] / 2)
@@ -671,11 +672,12 @@ def test_training_curves_zoom_smooth_and_toggle_like_tensorboard(page, site):
         f"document.getElementById('plot-loss').view.scale('x').domain()[1] < {domain[1]}"
     )
     # the gradient norms smooth too
+    (rough, *_) = marks(page, "grad_norm", "grad")
     page.locator("#plot-grad_norm input[type=radio][value='0.97']").check()
     page.wait_for_function(
-        "document.querySelector('#plot-grad_norm g.grad_marks path')"
-        ".__data__.datum.smoothing === 0.97"
+        "document.getElementById('plot-grad_norm').view.signal('smoothing') === 0.97"
     )
+    assert marks(page, "grad_norm", "grad")[0]["height"] < rough["height"]  # smoother
 
 
 def test_the_probe_selector_redraws_the_probe_figures(page, site, regression):
@@ -690,3 +692,19 @@ def test_the_probe_selector_redraws_the_probe_figures(page, site, regression):
     for figure in ("density", "slices_1d", "surface_2d", "interpolation"):
         title = page.locator(f"#plot-{figure} g.role-title-text text").first.text_content()
         assert title.endswith(f"step {first['step']}"), title
+
+
+def test_the_figure_endpoints_refuse_what_they_cannot_draw(site, regression):
+    api = site["api"]
+    run_id, n = regression["id"], len(regression["probes"])
+    first = api.get(f"/api/v1/runs/{run_id}/figures", params={"probe": 0}).json()["figures"]
+    assert first["density"]["title"]["text"].endswith(f"step {regression['probes'][0]['step']}")
+    missing = api.get(f"/api/v1/runs/{run_id}/figures", params={"probe": n})
+    assert missing.status_code == 404 and f"has {n} probes" in missing.json()["detail"]
+    assert api.get("/api/v1/runs/999999/figures").status_code == 404
+    both = api.get("/api/v1/figures/compare", params={"runs": f"{run_id},{run_id}"})
+    assert both.status_code == 200 and both.json()["vega_lite"].startswith("6")
+    gone = api.get("/api/v1/figures/compare", params={"runs": f"{run_id},999999"})
+    assert gone.status_code == 404 and "run 999999 not found" in gone.json()["detail"]
+    for bad in ("", "1,x", ",".join(["1"] * 21)):
+        assert api.get("/api/v1/figures/compare", params={"runs": bad}).status_code == 422, bad
