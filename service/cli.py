@@ -845,8 +845,10 @@ def plot(
     ),
     url: str = typer.Option(None, help="a plateau service; default: read DATABASE_URL"),
 ) -> None:
-    """Write a run's figures (loss with plateaus, gradient norms, lr and clipping, Hessian
-    spectrum, slices, surface, interpolation) as files for papers and reports."""
+    """Write a run's figures, the run page's charts from the same Vega-Lite specs (loss with
+    plateaus, gradient norms by layer, lr and clipping, test accuracy or loss, Hessian
+    eigenvalues, and for the last probe: density, slices, surface, interpolation), as files
+    for papers and reports."""
     from pathlib import Path
 
     from db.errors import DBError

@@ -22,6 +22,7 @@ from service.api.routes import (
     keys,
     leaderboard,
     metrics,
+    page_figures,
     runs,
     studies,
     sweeps,
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     app.include_router(sweeps.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(runs.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(figures.router, prefix=API_PREFIX, dependencies=readers)
+    app.include_router(page_figures.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(studies.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(leaderboard.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(users.router, prefix=API_PREFIX)

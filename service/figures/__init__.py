@@ -80,6 +80,22 @@ def finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def sig3(value: Any) -> str:
+    """A number for people, as READABLE labels axes and Pages.fmt the pages' tables: 3
+    significant digits (0.25578753 -> 0.256, 9548.99 -> 9550), the exponent form outside
+    [1e-3, 1e5) (5.8583e-7 -> 5.86e-7); a whole number below 1e5 stays exact (1109 steps)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—" if value is None else str(value)
+    if not math.isfinite(value) or value == 0:
+        return str(value) if value else "0"
+    if not 1e-3 <= abs(value) < 1e5:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{float(f'{value:.3g}'):.15g}"
+
+
 def log_scale(values: Iterable[Any]) -> bool:
     """Whether a log axis can show all of `values`: some present, every present one > 0."""
     present = [v for v in (finite(x) for x in values) if v is not None]
@@ -89,6 +105,15 @@ def log_scale(values: Iterable[Any]) -> bool:
 def scale(values: Iterable[Any], **extra: Any) -> Spec:
     """A y scale: log where every value is positive, else linear without forcing zero."""
     return ({"type": "log"} if log_scale(values) else {"zero": False}) | extra
+
+
+def y_scale(values: Iterable[Any], **extra: Any) -> Spec:
+    """`scale(values)` for an encoding, with READABLE axis labels; a log axis over more than
+    two decades labels only the powers of ten."""
+    present = [v for v in (finite(x) for x in values) if v is not None]
+    sc = scale(present, **extra)
+    many = sc.get("type") == "log" and max(present) / min(present) > 100
+    return {"scale": sc, "axis": readable(decades=many)}
 
 
 def ema(values: Sequence[float | None], weight: float) -> list[float | None]:
@@ -104,6 +129,29 @@ def ema(values: Sequence[float | None], weight: float) -> list[float | None]:
         norm = weight * norm + (1 - weight)
         out.append(last / norm if norm else v)
     return out
+
+
+def exact(field: str, title: str) -> Spec:
+    """A tooltip entry that shows the value at full precision: a nominal field is shown as
+    JavaScript prints the number (shortest round trip), not through a d3 format."""
+    return {"field": field, "type": "nominal", "title": title}
+
+
+# Axis and colour-bar labels for people: 3 significant digits, the exponent form outside
+# [1e-3, 1e5) (so 5.8583e-7 reads 5.86e-7, never a cut 5.8583).
+READABLE = (
+    "datum.value === 0 ? '0' : abs(datum.value) >= 1e5 || abs(datum.value) < 1e-3"
+    " ? replace(format(datum.value, '.3~e'), 'e+', 'e') : format(datum.value, '.3~r')"
+)
+
+
+def readable(*, decades: bool = False, **extra: Any) -> Spec:
+    """An axis or legend whose labels are READABLE; with `decades`, only powers of ten are
+    labelled (a log axis over many decades)."""
+    if decades:
+        power = "abs(log(datum.value) / LN10 - round(log(datum.value) / LN10)) < 1e-6"
+        return {"labelExpr": f"{power} ? ({READABLE}) : ''"} | extra
+    return {"labelExpr": READABLE} | extra
 
 
 def smoothing_param() -> Spec:

@@ -2,6 +2,7 @@
  * reporting when the page is drawn). Each page's own script (run.js, sweep.js, compare.js,
  * study.js) adds its entry point: Pages.run(id), Pages.sweep(id, status), Pages.compare(ids),
  * Pages.study(id).
+ * Pages.fmt(v) rounds a number for people (3 significant digits).
  * When a page has drawn everything it sets <body data-plots="ready"> (or "error"). */
 "use strict";
 
@@ -21,8 +22,19 @@ const Pages = (() => {
       renderer: "svg",
       actions: { export: true, source: false, compiled: false, editor: false },
     });
+    el.view = result.view; // for the tests and the console: the live Vega view
     el.dataset.figure = "ready";
     return result.view;
+  }
+
+  // A number for people: 3 significant digits, exponent form when very small or large
+  // (full precision stays in the JSON and in the charts' tooltips).
+  function fmt(v) {
+    if (typeof v !== "number" || !Number.isFinite(v)) return v == null ? "—" : String(v);
+    if (v === 0) return "0";
+    const a = Math.abs(v);
+    if (a >= 1e5 || a < 1e-3) return v.toExponential(2).replace(/\.?0+e/, "e").replace("e+", "e");
+    return String(+v.toPrecision(3));
   }
 
   function done(promise) {
@@ -42,5 +54,5 @@ const Pages = (() => {
   const positive = (ys) => ys.some((v) => typeof v === "number" && v > 0)
     && ys.every((v) => v === null || v === undefined || !Number.isFinite(v) || v > 0);
 
-  return { getJSON, byId, embed, done, positive };
+  return { getJSON, byId, embed, done, positive, fmt };
 })();

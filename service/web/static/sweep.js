@@ -1,10 +1,12 @@
-/* sweep.js: a sweep's page: live progress of its runs (Pages.sweep(id, status)). */
+/* sweep.js: a sweep's page: its charts, coloured by the axis the picker names, and live
+ * progress of its runs (Pages.sweep(id, status)). */
 "use strict";
 
 (() => {
-  const { getJSON, byId, embed, done, positive } = Pages;
+  const { getJSON, byId, embed, done, fmt } = Pages;
 
   const FINAL = ["finished", "cancelled"];
+  const FIGURES = ["loss", "plateau", "verdicts", "parallel"];
 
   function updateRuns(runs) {
     for (const r of runs) {
@@ -15,7 +17,8 @@
       cell("status").className = `status s-${r.status}`;
       const finished = ["succeeded", "diverged"].includes(r.status);
       cell("steps_to_target").textContent = r.steps_to_target ?? (finished ? "censored" : "—");
-      cell("final_loss").textContent = r.final_loss == null ? "—" : Plot.fmt(r.final_loss);
+      cell("final_loss").textContent = fmt(r.final_loss);
+      cell("final_loss").title = r.final_loss == null ? "" : String(r.final_loss);
       cell("test_accuracy").textContent = r.test_accuracy == null ? "—" : r.test_accuracy.toFixed(3);
       cell("verdict").textContent = "";
       if (r.diagnosis) {
@@ -36,9 +39,35 @@
     }
   }
 
+  // The charts, coloured by `by` (the server's default axis when empty); the picker offers
+  // the axes that vary and keeps the choice in the URL (?by=...), so a link shows the same.
+  async function drawFigures(id, by) {
+    const query = by ? `?by=${encodeURIComponent(by)}` : "";
+    const answer = await getJSON(`/api/v1/sweeps/${id}/figures${query}`);
+    const picker = byId("color-by");
+    picker.textContent = "";
+    const axes = answer.axes.includes(answer.by) ? answer.axes : [answer.by, ...answer.axes];
+    for (const axis of axes) {
+      const option = new Option(axis, axis, false, axis === answer.by);
+      picker.add(option);
+    }
+    picker.disabled = axes.length < 2;
+    document.body.dataset.colorBy = answer.by;
+    await Promise.all(FIGURES.map((name) => embed(byId(`plot-${name}`), answer.figures[name])));
+  }
+
   function sweep(id, status, periodMs) {
     const period = periodMs || 2000;
+    const chosen = new URLSearchParams(window.location.search).get("by") || "";
     let last = "";
+    byId("color-by").addEventListener("change", (event) => {
+      const by = event.target.value;
+      const url = new URL(window.location.href);
+      url.searchParams.set("by", by);
+      window.history.replaceState(null, "", url);
+      document.body.dataset.plots = "drawing";
+      done(drawFigures(id, by));
+    });
     async function tick() {
       const s = await getJSON(`/api/v1/sweeps/${id}`);
       const key = JSON.stringify(s.counts);
@@ -52,11 +81,13 @@
       byId("sweep-status").textContent = s.status;
       byId("sweep-status").className = `status s-${s.status}`;
       document.body.dataset.sweepStatus = s.status;
-      if (!FINAL.includes(s.status)) setTimeout(() => tick().catch(retry), period);
+      if (FINAL.includes(s.status)) await drawFigures(id, byId("color-by").value);
+      else setTimeout(() => tick().catch(retry), period);
     }
     function retry() { setTimeout(() => tick().catch(retry), 5 * period); }
     document.body.dataset.sweepStatus = status;
-    document.body.dataset.plots = "ready";
+    // A ?by= that names no axis (an old or mistyped link) falls back to the default axis.
+    done(drawFigures(id, chosen).catch((err) => (chosen ? drawFigures(id, "") : Promise.reject(err))));
     if (!FINAL.includes(status)) setTimeout(() => tick().catch(retry), period);
   }
 
