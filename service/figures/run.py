@@ -211,7 +211,7 @@ def loss(detail: dict[str, Any]) -> Spec:
     )
 
 
-# The Sequential architectures' layouts (workers/models.py), index -> (kind, width in, out);
+# The Sequential architectures' layouts (workers/models.py): module index -> a label;
 # the gradient norms are keyed by module path, which in a Sequential is only an index.
 def _sequential_layout(config: dict[str, Any]) -> dict[str, str]:
     arch = config.get("architecture") or {}
