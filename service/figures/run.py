@@ -57,11 +57,30 @@ def smoothing_rows(
             for w in SMOOTHING
             if w > 0
         }
-        for i, (s, v) in enumerate(zip(steps, values, strict=False)):
-            if v is not None:
-                rows.append({"step": s, "series": name, value: v}
-                            | {k: e[i] for k, e in levels.items()})  # fmt: skip
+        for i in extremes(values[: len(steps)]):
+            rows.append({"step": steps[i], "series": name, value: values[i]}
+                        | {k: e[i] for k, e in levels.items()})  # fmt: skip
     return rows
+
+
+MAX_POINTS = 2000  # per series: beyond a screen's width in pixels
+
+
+def extremes(values: Sequence[float | None], limit: int = MAX_POINTS) -> list[int]:
+    """Indices of the finite values to draw: all of them up to `limit`, else each of
+    limit/2 consecutive buckets' minimum and maximum, in order, so that a long curve keeps
+    its spikes and plateaus (the EMAs are computed on every value before this)."""
+    present = [i for i, v in enumerate(values) if v is not None]
+    if len(present) <= limit:
+        return present
+    buckets = limit // 2
+    kept: list[int] = []
+    for b in range(buckets):
+        bucket = present[b * len(present) // buckets : (b + 1) * len(present) // buckets]
+        lo = min(bucket, key=lambda i: values[i])  # type: ignore[arg-type, return-value]
+        hi = max(bucket, key=lambda i: values[i])  # type: ignore[arg-type, return-value]
+        kept += sorted({lo, hi})
+    return kept
 
 
 def smoothed(value: str) -> Spec:
@@ -192,7 +211,7 @@ def loss(detail: dict[str, Any]) -> Spec:
     )
 
 
-# The Sequential architectures' layouts (workers/models.py), index -> (kind, width in, out);
+# The Sequential architectures' layouts (workers/models.py): module index -> a label;
 # the gradient norms are keyed by module path, which in a Sequential is only an index.
 def _sequential_layout(config: dict[str, Any]) -> dict[str, str]:
     arch = config.get("architecture") or {}

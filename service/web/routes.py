@@ -1,6 +1,7 @@
 """The pages: `/` leaderboard, `/sweeps/{id}`, `/runs/{id}`, `/compare?runs=…`,
-`/studies/{id}`. Tables are rendered here; plots are drawn in the browser by static/plot.js
-from the JSON endpoints, so a page URL is also a stable, shareable view of the data."""
+`/studies/{id}`. Tables are rendered here; charts are drawn in the browser by vega-embed
+from the Vega-Lite specs the JSON endpoints serve (service/figures/), so a page URL is also a
+stable, shareable view of the data."""
 
 from __future__ import annotations
 

@@ -708,3 +708,22 @@ def test_the_figure_endpoints_refuse_what_they_cannot_draw(site, regression):
     assert gone.status_code == 404 and "run 999999 not found" in gone.json()["detail"]
     for bad in ("", "1,x", ",".join(["1"] * 21)):
         assert api.get("/api/v1/figures/compare", params={"runs": bad}).status_code == 422, bad
+
+
+def test_long_curves_keep_each_buckets_extremes():
+    """A 50,000-step curve is drawn from at most MAX_POINTS rows that keep its spike; the
+    smoothed values still average every step; a short curve keeps every step."""
+    from service.figures import ema
+    from service.figures.run import MAX_POINTS, ema_field, smoothing_rows
+
+    steps = list(range(50_000))
+    values: list[float | None] = [1.0 + (i % 97) / 100 for i in steps]
+    values[12_345], values[777] = 50.0, None
+    rows = smoothing_rows(steps, {"train": values}, "loss")
+    assert len(rows) <= MAX_POINTS
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+    assert [r["step"] for r in rows if r["loss"] == 50.0] == [12_345]  # the spike
+    assert 777 not in {r["step"] for r in rows}
+    full = ema(values, 0.9)
+    assert all(r[ema_field(0.9)] == pytest.approx(full[r["step"]], rel=1e-5) for r in rows)
+    assert len(smoothing_rows(steps[:300], {"train": values[:300]}, "loss")) == 300
