@@ -1,6 +1,8 @@
 """The `plateau` command line.
 
-Embedded (one machine): `plateau run SPEC` runs a sweep to the end on SQLite + local Ray.
+Embedded (one machine): `plateau run SPEC` runs a sweep (or a study spec's search, as
+`plateau search` does) to the end on SQLite + local Ray; `plateau status ID`, `leaderboard`
+and `plot` read the database, or a service with `--url`.
 Team: `plateau serve` (API + dispatcher), `plateau dispatcher`, `plateau worker`,
 `plateau submit SPEC --url`, `plateau status ID --url`, `plateau db upgrade`,
 `plateau db rebuild-leaderboard`, `plateau db prune-curves`. Identities (on the database
@@ -13,22 +15,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import httpx
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from service import tables
 from service.settings import get_settings
 from service.spec import SpecError, SweepSpec, load_spec_document
+from service.study_spec import StudySpec
+from service.suggest import unknown_name
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -36,12 +42,12 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from db.models import User
-    from service.study_spec import StudySpec
 
 app = typer.Typer(
     help="plateau-bench: why does training stall?",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -67,97 +73,185 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 log = logging.getLogger("plateau")
 
 
+def version_text() -> str:
+    """'plateau-bench 0.1.0, torch 2.13.0 on cpu': what a bug report needs first."""
+    from importlib import metadata
+
+    from workers.train import resolve_device  # imports torch: only when asked
+
+    try:
+        ours = metadata.version("plateau-bench")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        ours = "(not installed)"
+    import torch
+
+    device = resolve_device("auto")
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    return f"plateau-bench {ours}, torch {torch.__version__} on {where}"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(version_text(), highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Show the versions of plateau-bench and torch, and torch's device, and exit.",
+    ),
+) -> None:
+    pass
+
+
+def show(table: Table) -> None:
+    console.print(tables.fit(table, console))
+
+
 def fail(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(2)
 
 
-def format_validation_error(e: ValidationError) -> str:
+def one_of(option: str, kind: str, known: Callable[[], Iterable[str]]) -> Callable[[Any], Any]:
+    """A typer callback that lets a value of `known()` through and stops any other with a
+    message naming the option and the nearest known values (`known` is called only then:
+    registries load lazily)."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            names = list(known())
+            if value not in names:
+                raise fail(f"{option}: {unknown_name(kind, value, names)}")
+        return value
+
+    return check
+
+
+def _tasks() -> list[str]:
+    from workers.config import TASK_INPUT_KIND
+
+    return list(TASK_INPUT_KIND)
+
+
+def _architectures() -> list[str]:
+    from workers.config import ARCH_INPUT_KINDS
+
+    return list(ARCH_INPUT_KINDS)
+
+
+def _metrics() -> tuple[str, ...]:
+    from service.leaderboard import Metric
+
+    return get_args(Metric)
+
+
+FIGURE_FORMATS = ("svg", "png", "pdf")
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A field's location in a spec: ("optimizers", 0, "lr") -> optimizers.0.lr."""
+    return ".".join(str(part) for part in loc)
+
+
+def option_name(loc: tuple[int | str, ...]) -> str:
+    """A field's location as the option that set it: ("torch_version",) -> --torch-version."""
+    return "--" + field_path(loc).replace("_", "-")
+
+
+def format_validation_error(
+    e: ValidationError,
+    model: type[BaseModel] | None = None,
+    what: str = "spec",
+    where: Callable[[tuple[int | str, ...]], str] = field_path,
+) -> str:
+    """One line per problem, "  optimizers.0.lr: Input should be greater than 0", without
+    pydantic's URLs; a misspelled field of `model` gets the nearest known one."""
     lines = []
-    for problem in e.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "spec"
-        lines.append(f"  {where}: {problem['msg']}")
-    return "invalid spec:\n" + "\n".join(lines)
+    for problem in e.errors(include_url=False):
+        loc = problem["loc"]
+        message = problem["msg"].removeprefix("Value error, ")  # our validators' own words
+        if problem["type"] == "extra_forbidden" and len(loc) == 1 and model is not None:
+            message = unknown_name("field", str(loc[0]), model.model_fields)
+        elif problem["type"] == "union_tag_invalid":  # a registry name: {name: adma, ...}
+            ctx = problem.get("ctx", {})
+            known = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+            message = unknown_name("name", str(ctx.get("tag")), known)
+        lines.append(f"  {where(loc) if loc else what}: {message}")
+    return f"invalid {what}:\n" + "\n".join(lines)
 
 
-def read_spec(path: str) -> SweepSpec:
+def read_any_spec(path: str) -> SweepSpec | StudySpec:
+    """The sweep spec at `path`, or its study spec (one with a search_space or n_trials),
+    validated; a problem exits 2 with one line per field."""
     try:
-        return SweepSpec.model_validate(load_spec_document(path))
+        document = load_spec_document(path)
     except SpecError as e:
         raise fail(str(e)) from e
+    is_study = "search_space" in document or "n_trials" in document
+    model: type[SweepSpec | StudySpec] = StudySpec if is_study else SweepSpec
+    try:
+        return model.model_validate(document)
     except ValidationError as e:
-        raise fail(format_validation_error(e)) from e
+        raise fail(format_validation_error(e, model, "study spec" if is_study else "spec")) from e
 
 
-def ranked_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """Runs ranked by steps-to-target (reached first), then final loss."""
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
-    def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        reached = r.get("steps_to_target") is not None
-        loss = r.get("final_loss")
-        return (
-            not reached,
-            r.get("steps_to_target") or 0,
-            loss if loss is not None else float("inf"),
-        )
 
-    table = Table(title=title)
-    for col in (
-        "rank",
-        "run",
-        "architecture",
-        "norm",
-        "optimizer",
-        "init",
-        "clip",
-        "seed",
-        "status",
-        "steps→target",
-        "final loss",
-        "test acc",
-        "plateau %",
-        "verdict",
-    ):
-        table.add_column(col, justify="right" if col in ("rank", "run", "seed") else "left")
-    for i, r in enumerate(sorted(rows, key=key), 1):
-        s = r["summary"]
-        diag = r.get("diagnosis") or {}
-        stt = r.get("steps_to_target")
-        budget_note = "censored" if r.get("status") == "succeeded" else "—"
-        table.add_row(
-            str(i),
-            str(r["id"]),
-            s["architecture"],
-            s["normalization"],
-            s["optimizer"],
-            s["init"],
-            s["grad_clip"] or "none",
-            str(s["seed"]),
-            r["status"],
-            str(stt) if stt is not None else budget_note,
-            f"{r['final_loss']:.4g}" if r.get("final_loss") is not None else "—",
-            f"{r['test_accuracy']:.3f}" if r.get("test_accuracy") is not None else "—",
-            f"{100 * r['plateau_fraction']:.0f}" if r.get("plateau_fraction") is not None else "—",
-            diag.get("verdict", "—"),
-        )
-    return table
+def unfinished_runs(database_url: str, sweep_id: int) -> tuple[int, int]:
+    """(queued, running) runs of the sweep."""
+    from db import queries
+    from db.session import read_scope
+
+    with read_scope(database_url) as session:
+        c = queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
+    return c.get("queued", 0), c.get("running", 0)
+
+
+def next_step(path: str, *, url: str | None = None) -> None:
+    """Where to look next: the page `path` of the service at `url`, or, for what ran here,
+    of `plateau serve` on the same database."""
+    if url:
+        err.print(f"next: open {url.rstrip('/')}{path}")
+    else:
+        err.print(f"next: run `plateau serve` and open {DEFAULT_URL}{path}")
 
 
 @app.command()
 def run(
-    spec_path: str = typer.Argument(..., metavar="SPEC", help="sweep spec (YAML/JSON)"),
+    spec_path: str = typer.Argument(
+        ..., metavar="SPEC", help="sweep spec (YAML/JSON); a study spec runs `plateau search`"
+    ),
     timeout: float = typer.Option(None, help="give up after this many seconds"),
 ) -> None:
-    """Run a sweep to the end on this machine (DATABASE_URL, default ./plateau.db + local Ray)."""
-    from db import queries
+    """Run a sweep to the end on this machine (DATABASE_URL, default ./plateau.db + local Ray).
+
+    A study spec (one with a search_space) runs its search, as `plateau search` does.
+    """
+    spec = read_any_spec(spec_path)
+    if not isinstance(spec, SweepSpec):
+        err.print(f"{spec_path} is a study spec: running its search (`plateau search`)")
+        run_study(spec, timeout=timeout)
+        return
     from db.migrate import ensure_current
-    from db.session import masked_url, read_scope, session_scope
-    from service.api.views import run_public, sweep_public
+    from db.session import masked_url, session_scope
     from service.dispatcher import Dispatcher, init_ray
     from service.sweeps import submit_sweep
 
     settings = get_settings()
-    spec = read_spec(spec_path)
     ensure_current(settings.database_url, migrate=True)
     with session_scope(settings.database_url) as session:
         sweep = submit_sweep(
@@ -170,60 +264,31 @@ def run(
     )
     init_ray(settings, log_to_driver=False)
     dispatcher = Dispatcher(settings)
-
-    def counts() -> dict[str, int]:
-        with read_scope(settings.database_url) as session:
-            return queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with progress_bar() as progress:
         bar = progress.add_task("training", total=n_runs)
 
         def update() -> None:
-            c = counts()
-            done = n_runs - c.get("queued", 0) - c.get("running", 0)
-            progress.update(
-                bar, completed=done, description=f"training ({c.get('running', 0)} running)"
-            )
+            queued, running = unfinished_runs(settings.database_url, sweep_id)
+            description = f"training ({running} running)"
+            progress.update(bar, completed=n_runs - queued - running, description=description)
 
         def finished() -> bool:
-            c = counts()
-            return c.get("queued", 0) + c.get("running", 0) == 0
+            return sum(unfinished_runs(settings.database_url, sweep_id)) == 0
 
         dispatcher.run(until=finished, on_tick=update, timeout=timeout)
-    final_counts = counts()
-    with read_scope(settings.database_url) as session:
-        runs, _ = queries.list_runs(session=session, sweep_id=sweep_id, offset=0, limit=n_runs)
-        rows = [run_public(r, full_error=True) for r in runs]
-        rows = [
-            r | {"diagnosis": r["diagnosis"].model_dump() if r.get("diagnosis") else None}
-            for r in rows
-        ]
-        row = queries.get_sweep(session=session, sweep_id=sweep_id)
-        assert row is not None
-        final = sweep_public(row, final_counts)
-    console.print(
-        ranked_table(rows, f"sweep {sweep_id} '{spec.name}': {final.status}, {final.counts}")
-    )
+    final, rows = sweep_document_from(settings.database_url, sweep_id)
+    show(tables.ranked_table(rows, tables.sweep_title(final)))
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
         err.print(f"run {r['id']} failed: {escape((r['error'] or '').splitlines()[0])}")
+    next_step(f"/sweeps/{sweep_id}")
 
 
 def read_study_spec(path: str) -> StudySpec:
-    from service.study_spec import StudySpec
-
-    try:
-        return StudySpec.model_validate(load_spec_document(path))
-    except SpecError as e:
-        raise fail(str(e)) from e
-    except ValidationError as e:
-        raise fail(format_validation_error(e).replace("invalid spec", "invalid study spec")) from e
+    spec = read_any_spec(path)
+    if isinstance(spec, SweepSpec):
+        raise fail(f"{path} is a sweep spec (no search_space): run it with `plateau run`")
+    return spec
 
 
 @app.command()
@@ -233,16 +298,21 @@ def search(
 ) -> None:
     """Run an Optuna study to the end on this machine, then re-run its best setting and the
     baseline on fresh seeds and compare them."""
+    run_study(read_study_spec(spec_path), timeout=timeout)
+
+
+def run_study(spec: StudySpec, *, timeout: float | None) -> None:
+    """`plateau search`: the study, with its trials counted as they end and the best so far,
+    then the best setting against the baseline on fresh seeds."""
     from db.migrate import ensure_current
-    from db.models import Study
     from db.session import session_scope
     from service import studies
     from service.dispatcher import Dispatcher, init_ray
 
     settings = get_settings()
-    spec = read_study_spec(spec_path)
-    ensure_current(settings.database_url, migrate=True)
-    with session_scope(settings.database_url) as session:
+    url = settings.database_url
+    ensure_current(url, migrate=True)
+    with session_scope(url) as session:
         study_id = studies.create_study(session=session, spec=spec, settings=settings).id
     console.print(
         f"study [bold]{study_id}[/] '{spec.name}': {spec.n_trials} trials, "
@@ -250,74 +320,38 @@ def search(
     )
     init_ray(settings, log_to_driver=False)
     dispatcher = Dispatcher(settings)
+    state = studies.progress(url=url, study_id=study_id)
+    with progress_bar() as bar:
+        task = bar.add_task("trials", total=spec.n_trials)
 
-    def state() -> str:
-        with session_scope(settings.database_url) as session:
-            return session.get(Study, study_id).state  # type: ignore[union-attr]
+        def update() -> None:
+            nonlocal state
+            state = studies.progress(url=url, study_id=study_id)
+            text, ended = tables.study_progress(state)
+            bar.update(task, completed=ended, description=text)
 
-    with console.status("searching"):
-        dispatcher.run(until=lambda: state() != "running", timeout=timeout)
-    with session_scope(settings.database_url) as session:
-        view = studies.describe(
-            session=session,
-            row=session.get(Study, study_id),  # type: ignore[arg-type]
-            url=settings.database_url,
-        )
-    states: dict[str, int] = {}
-    for t in view["trials"]:
-        states[t["state"]] = states.get(t["state"], 0) + 1
-    best = view["best_trial"] or (view["pareto_front"] or [None])[0]
-    console.print(f"trials: {states}")
+        dispatcher.run(until=lambda: state["state"] != "running", on_tick=update, timeout=timeout)
+    best = state["best"]
     if best is None:
-        raise fail("no trial completed")
-    console.print(f"best trial {best['number']} (run {best['run_id']}): values {best['values']}")
-    params = Table(title="best settings")
-    params.add_column("parameter")
-    params.add_column("value")
-    for k, v in best["params"].items():
-        params.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    console.print(params)
+        raise fail(f"study {study_id}: no trial completed ({tables.study_progress(state)[0]})")
+    console.print(
+        f"best trial {best['number']}: {spec.objective} {tables.for_people(best['value'])}"
+    )
+    show(tables.params_table(best["params"], "best settings"))
     _, sweep_id = studies.confirm(settings=settings, study_id=study_id)
     console.print(
         f"confirming on seeds {spec.confirm_seeds} against the baseline (sweep {sweep_id})"
     )
-
-    def confirm_done() -> bool:
-        from db import queries
-
-        with session_scope(settings.database_url) as session:
-            c = queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
-        return c.get("queued", 0) + c.get("running", 0) == 0
-
-    dispatcher.run(until=confirm_done, timeout=timeout)
-    with session_scope(settings.database_url) as session:
+    dispatcher.run(until=lambda: sum(unfinished_runs(url, sweep_id)) == 0, timeout=timeout)
+    with session_scope(url) as session:
         summary = studies.confirmation_summary(
             session=session, sweep_id=sweep_id, budget=spec.fixed.budget.steps
         )
-    table = Table(
-        title=f"best vs baseline ({spec.fixed.init.name} init "
-        f"scale {spec.fixed.init.scale}), fresh seeds"
-    )
-    for col in (
-        "setting",
-        "seeds",
-        "mean steps→target (censored at budget)",
-        "reached",
-        "mean final loss",
-    ):
-        table.add_column(col)
-    for name in ("best", "baseline"):
-        row = summary[name]
-        loss = row["mean_final_loss"]
-        table.add_row(
-            name,
-            str(row["seeds"]),
-            f"{row['mean_steps_to_target']:.0f}",
-            f"{row['reached']}/{len(row['seeds'])}",
-            f"{loss:.4g}" if loss is not None else "—",
-        )
-    console.print(table)
+    init = spec.fixed.init
+    title = f"best vs baseline ({init.name} init scale {init.scale}), fresh seeds"
+    show(tables.confirmation_table(summary, title))
     console.print(f"speed-up of the best setting: {summary['speedup']:.1f}x")
+    next_step(f"/studies/{study_id}")
 
 
 @app.command()
@@ -367,37 +401,46 @@ def submit(
     url: str = typer.Option(DEFAULT_URL, help="the plateau service"),
 ) -> None:
     """Submit a sweep spec (or a study spec: one with a search_space) to a running service."""
-    try:
-        is_study = "search_space" in load_spec_document(spec_path)
-    except SpecError as e:
-        raise fail(str(e)) from e
-    if is_study:
-        study = read_study_spec(spec_path)
-        response = _request("POST", f"{url}/api/v1/studies", json=study.model_dump(mode="json"))
+    spec = read_any_spec(spec_path)
+    if isinstance(spec, SweepSpec):
+        response = _request("POST", f"{url}/api/v1/sweeps", json=spec.model_dump(mode="json"))
         body = response.json()
-        console.print(f"study {body['id']} started: {body['trials']} trials — {body['url']}")
-        return
-    spec = read_spec(spec_path)
-    response = _request("POST", f"{url}/api/v1/sweeps", json=spec.model_dump(mode="json"))
-    body = response.json()
-    console.print(f"sweep {body['id']} queued: {body['runs']} runs — {body['url']}")
+        console.print(f"sweep {body['id']} queued: {body['runs']} runs")
+        next_step(f"/sweeps/{body['id']}", url=url)
+    else:
+        response = _request("POST", f"{url}/api/v1/studies", json=spec.model_dump(mode="json"))
+        body = response.json()
+        console.print(f"study {body['id']} started: {body['trials']} trials")
+        next_step(f"/studies/{body['id']}", url=url)
 
 
 @app.command()
 def status(
     sweep_id: int = typer.Argument(..., metavar="ID"),
-    url: str = typer.Option(DEFAULT_URL, help="the plateau service"),
+    url: str = typer.Option(None, help="a plateau service; default: read DATABASE_URL"),
 ) -> None:
     """Show a sweep's status and its runs ranked."""
-    sweep = _request("GET", f"{url}/api/v1/sweeps/{sweep_id}").json()
-    runs = _request("GET", f"{url}/api/v1/sweeps/{sweep_id}/runs", params={"limit": 1000}).json()[
-        "data"
-    ]
-    console.print(
-        ranked_table(
-            runs, f"sweep {sweep_id} '{sweep['name']}': {sweep['status']} {sweep['counts']}"
-        )
-    )
+    if url:
+        sweep = _request("GET", f"{url}/api/v1/sweeps/{sweep_id}").json()
+        runs = _request(
+            "GET", f"{url}/api/v1/sweeps/{sweep_id}/runs", params={"limit": 1000}
+        ).json()["data"]
+    else:
+        sweep, runs = sweep_document_from(get_settings().database_url, sweep_id)
+    show(tables.ranked_table(runs, tables.sweep_title(sweep)))
+
+
+def sweep_document_from(
+    database_url: str, sweep_id: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The sweep and its runs as the API gives them, read from the database."""
+    from db.errors import DBError
+    from service.sweeps import sweep_from_db
+
+    try:
+        return sweep_from_db(database_url, sweep_id)
+    except (LookupError, DBError) as e:
+        raise fail(str(e).strip("'\"")) from e
 
 
 def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -746,15 +789,22 @@ def db_prune_curves(
 
 @app.command()
 def leaderboard(
-    task: str = typer.Option(None, help="e.g. digits"),
-    architecture: str = typer.Option(None, help="e.g. mlp"),
+    task: str = typer.Option(None, help="e.g. digits", callback=one_of("--task", "task", _tasks)),
+    architecture: str = typer.Option(
+        None, help="e.g. mlp", callback=one_of("--architecture", "architecture", _architectures)
+    ),
     metric: str = typer.Option(
         "steps",
         help="steps (censored at the budget), steps_reached, "
         "reached_rate, final_loss, test_accuracy, plateau_fraction, "
         "divergence_rate, n_runs",
+        callback=one_of("--metric", "metric", _metrics),
     ),
-    order: str = typer.Option(None, help="asc or desc (default: the better end first)"),
+    order: str = typer.Option(
+        None,
+        help="asc or desc (default: the better end first)",
+        callback=one_of("--order", "order", lambda: ("asc", "desc")),
+    ),
     since: str = typer.Option(None, help="only results since this ISO date"),
     sweep: int = typer.Option(None, help="only runs of this sweep"),
     owner: str = typer.Option(None, help="only sweeps of this owner"),
@@ -766,12 +816,12 @@ def leaderboard(
     """Configurations ranked over their seeds: the ranking of GET /api/v1/leaderboard."""
     params = {k: v for k, v in locals().items() if k != "url" and v is not None}
     from db.errors import DBError
-    from service import leaderboard, tables
+    from service import leaderboard
 
     try:
         query = leaderboard.LeaderboardQuery.model_validate(params)
     except ValidationError as e:
-        raise fail(format_validation_error(e).replace("invalid spec", "invalid option")) from e
+        raise fail(format_validation_error(e, what="option", where=option_name)) from e
     if url:
         body = _request("GET", f"{url}/api/v1/leaderboard", params=query.params()).json()
     else:
@@ -780,25 +830,31 @@ def leaderboard(
         except DBError as e:
             raise fail(str(e)) from e
     shown = f"{len(body['data'])} of {body['count']} configurations"
-    console.print(tables.leaderboard_table(body["data"], f"leaderboard by {metric}: {shown}"))
+    show(tables.leaderboard_table(body["data"], f"leaderboard by {metric}: {shown}"))
 
 
 @app.command()
 def plot(
     run_id: int = typer.Argument(..., metavar="RUN_ID"),
     out: str = typer.Option(".", "-o", "--out", help="directory for the figures"),
-    fmt: str = typer.Option("svg", "--format", help="svg, png or pdf"),
+    fmt: str = typer.Option(
+        "svg",
+        "--format",
+        help="svg, png or pdf",
+        callback=one_of("--format", "format", lambda: FIGURE_FORMATS),
+    ),
     url: str = typer.Option(None, help="a plateau service; default: read DATABASE_URL"),
 ) -> None:
-    """Write a run's figures (loss with plateaus, gradient norms, lr and clipping, Hessian
-    spectrum, slices, surface, interpolation) as files for papers and reports."""
+    """Write a run's figures, the run page's charts from the same Vega-Lite specs (loss with
+    plateaus, gradient norms by layer, lr and clipping, test accuracy or loss, Hessian
+    eigenvalues, and for the last probe: density, slices, surface, interpolation), as files
+    for papers and reports."""
     from pathlib import Path
 
     from db.errors import DBError
     from service import figures, runs
+    from service.figures.run import run_figures
 
-    if fmt not in ("svg", "png", "pdf"):
-        raise fail(f"unknown format {fmt!r}; expected one of: svg, png, pdf")
     if url:
         detail = _request("GET", f"{url}/api/v1/runs/{run_id}").json()
         probes = _request("GET", f"{url}/api/v1/runs/{run_id}/probes").json()["data"]
@@ -807,10 +863,8 @@ def plot(
             detail, probes = runs.run_from_db(get_settings().database_url, run_id)
         except (LookupError, DBError) as e:
             raise fail(str(e).strip("'\"")) from e
-    try:
-        paths = figures.write_figures(detail, probes, Path(out), fmt=fmt)  # type: ignore[arg-type]
-    except ImportError as e:
-        raise fail(f"plateau plot needs matplotlib ({e}); pip install matplotlib") from e
+    specs = run_figures(detail, probes)
+    paths = figures.write(specs, Path(out), prefix=f"run{run_id}", fmt=fmt)  # type: ignore[arg-type]
     for path in paths:
         console.print(str(path))
 

@@ -12,6 +12,7 @@ listens on, and gets the database URL in its environment for the workers it star
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -60,6 +61,20 @@ def _keep_ray_on_loopback() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def _keep_token_auth_quietly() -> None:
+    # A new local Ray instance turns token authentication on when RAY_AUTH_MODE is unset,
+    # and warns on every start that it did ("Token authentication is enabled for this Ray
+    # cluster. Set RAY_AUTH_MODE=disabled to opt out"). We want it on: saying so ourselves
+    # keeps it, without the warning. A RAY_AUTH_MODE the user set wins.
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:  # Ray reads its config once; refresh it, as Ray itself does
+        from ray._raylet import Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+
+
 def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
     """Connect to RAY_ADDRESS, or start the embedded local Ray instance on 127.0.0.1."""
     if settings.ray_address:
@@ -76,12 +91,16 @@ def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
     for name in ("PLATEAU_DATABASE_URL_FILE", "DATABASE_URL_FILE"):  # it would win over it
         os.environ.pop(name, None)
     _keep_ray_on_loopback()
+    _keep_token_auth_quietly()
     import ray
 
     ray.init(
         num_cpus=settings.ray_num_cpus or os.cpu_count() or 1,
         include_dashboard=False,
         log_to_driver=log_to_driver,
+        # Ray's own log level for its driver-side messages: its start-up notes ("Started a
+        # local Ray instance.") go; its warnings and errors stay.
+        logging_level=logging.WARNING,
         _node_ip_address=LOOPBACK,
     )
 

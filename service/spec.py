@@ -380,6 +380,22 @@ class SweepSpec(BaseModel):
         )
 
 
+def _yaml_problem(path: Path, e: yaml.YAMLError) -> str:
+    """ "spec.yaml, line 3, column 1: not valid YAML/JSON: expected ',' or ']', but got
+    '<stream end>' (in a flow sequence from line 2, column 7)": the file, not PyYAML's
+    "<unicode string>", and lines and columns counted from 1."""
+    if not isinstance(e, yaml.MarkedYAMLError) or e.problem_mark is None:
+        return f"{path}: not valid YAML/JSON: {e}"
+    mark = e.problem_mark
+    message = f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML/JSON: "
+    message += e.problem or "cannot parse"
+    if e.context and e.context_mark is not None:
+        where = e.context_mark
+        context = e.context.removeprefix("while parsing ").removeprefix("while scanning ")
+        message += f" (in {context} from line {where.line + 1}, column {where.column + 1})"
+    return message
+
+
 def load_spec_document(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON spec file into a dict, with errors that name the file."""
     path = Path(path)
@@ -390,7 +406,7 @@ def load_spec_document(path: str | Path) -> dict[str, Any]:
     try:
         document = yaml.safe_load(text)  # JSON is YAML, so one parser serves both
     except yaml.YAMLError as e:
-        raise SpecError(f"{path} is not valid YAML/JSON: {e}") from e
+        raise SpecError(_yaml_problem(path, e)) from e
     if not isinstance(document, dict):
         raise SpecError(
             f"{path} must hold a mapping (name: ..., task: ...), not {type(document).__name__}"

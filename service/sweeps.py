@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db import queue
+from db import queries, queue
 from db.models import Sweep, User
+from service.api.views import run_list_item, sweep_public
 from service.auth import Identity
 from service.spec import SweepSpec
 from workers.config import RunConfig
@@ -65,3 +66,30 @@ def cancel_sweep(*, session: Session, sweep: Sweep, identity: Identity) -> int:
         detail={"runs_cancelled": n, "owner": sweep.owner},
     )
     return n
+
+
+def sweep_document(
+    *, session: Session, sweep_id: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(GET /api/v1/sweeps/{id}, the "data" of its runs) as JSON-ready dicts, every run and
+    its full error (read from the database: its admin). Raises LookupError when there is no
+    such sweep."""
+    sweep = queries.get_sweep(session=session, sweep_id=sweep_id)
+    if sweep is None:
+        raise LookupError(f"sweep {sweep_id} not found")
+    counts = queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
+    runs, _ = queries.list_runs(session=session, sweep_id=sweep_id, offset=0, limit=sweep.n_runs)
+    return (
+        sweep_public(sweep, counts).model_dump(mode="json"),
+        [run_list_item(r, full_error=True).model_dump(mode="json") for r in runs],
+    )
+
+
+def sweep_from_db(url: str, sweep_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """sweep_document on the database at `url` (the CLI without --url)."""
+    from db.migrate import ensure_current
+    from db.session import read_scope
+
+    ensure_current(url, migrate=False)
+    with read_scope(url) as session:
+        return sweep_document(session=session, sweep_id=sweep_id)

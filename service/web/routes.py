@@ -1,10 +1,12 @@
 """The pages: `/` leaderboard, `/sweeps/{id}`, `/runs/{id}`, `/compare?runs=…`,
-`/studies/{id}`. Tables are rendered here; plots are drawn in the browser by static/plot.js
-from the JSON endpoints, so a page URL is also a stable, shareable view of the data."""
+`/studies/{id}`. Tables are rendered here; charts are drawn in the browser by vega-embed
+from the Vega-Lite specs the JSON endpoints serve (service/figures/), so a page URL is also a
+stable, shareable view of the data."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from db import auth as db_auth
+from db import pages as db_pages
 from db import queries
 from db.leaderboard import METRICS, devices_of_sweep
 from db.models import MAX_ID, Study
@@ -27,10 +30,12 @@ from service.api.auth import (
 )
 from service.api.deps import RunDep, SessionDep, StudyId, SweepDep
 from service.api.views import run_list_item, sweep_public
+from service.figures import sig3
 from service.leaderboard import METRIC_HELP, LeaderboardQuery, leaderboard_page
+from service.pages import study_document
 from service.sweeps import cancel_sweep
 from service.tables import steps_text
-from workers.config import ARCH_INPUT_KINDS, TASK_INPUT_KIND
+from workers.config import ARCH_INPUT_KINDS
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -46,6 +51,11 @@ def _identity(request: Request) -> dict[str, Any]:
 
 templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_identity])
 templates.env.filters["num"] = lambda v, spec=".4g": "—" if v is None else format(v, spec)
+templates.env.filters["sig3"] = sig3
+# Settings' long floats (orthogonal(scale=0.5933775325479784)) to 3 significant digits.
+templates.env.filters["rounded"] = lambda text: re.sub(
+    r"\d+\.\d{4,}(?:e-?\d+)?", lambda m: sig3(float(m.group())), str(text)
+)
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
 
 router = APIRouter(include_in_schema=False)
@@ -92,18 +102,29 @@ COLUMNS = (
     ("plateau", "plateau_fraction"),
     ("diverged", "divergence_rate"),
     ("verdicts", None),
-    ("software", None),
     ("runs", None),
 )
+# The settings of a configuration, in the order the table names them (config summaries).
+SETTINGS = ("task", "architecture", "optimizer", "init", "normalization", "grad_clip")
+ALL_TASKS = ""  # ?task= (empty): every task ranked together, as the API does by default
 
 
 @router.get("/", response_class=HTMLResponse)
 def leaderboard_view(request: Request, session: SessionDep) -> HTMLResponse:
+    """One task at a time: without ?task the task with the most results (the picker lists
+    every task with results; ?task= ranks them all together, the API's default)."""
     params = dict(request.query_params)
+    tasks = db_pages.results_per_task(session=session)
+    all_tasks = params.get("task") == ALL_TASKS
+    if "task" not in params and tasks:
+        params["task"] = tasks[0][0]
+    keep = {"task": ALL_TASKS} if all_tasks else {}  # so links keep "all tasks"
     context: dict[str, Any] = {
         "columns": COLUMNS,
         "metrics": METRIC_HELP,
-        "tasks": sorted(TASK_INPUT_KIND),
+        "tasks": tasks,
+        "task": None if all_tasks else params.get("task"),
+        "keep": keep,
         "architectures": sorted(ARCH_INPUT_KINDS),
         "steps_text": steps_text,
         "form": params,
@@ -122,10 +143,21 @@ def leaderboard_view(request: Request, session: SessionDep) -> HTMLResponse:
         if metric == query.metric:  # the active column: a click flips the direction
             flipped = "desc" if direction == "asc" else "asc"
             arrow = "▲" if direction == "asc" else "▼"
-            sorts[metric] = (_self(request, query, metric=metric, order=flipped), arrow)
+            sorts[metric] = (_self(request, query, metric=metric, order=flipped, **keep), arrow)
         elif metric is not None:
-            sorts[metric] = (_self(request, query, metric=metric, order=None), "")
-    context.update(query=query, page=page, errors=[], sorts=sorts, direction=direction)
+            sorts[metric] = (_self(request, query, metric=metric, order=None, **keep), "")
+    summaries = [row.summary | {"task": row.task} for row in page.data]
+    differing = [k for k in SETTINGS if len({str(s.get(k)) for s in summaries}) > 1]
+    shared = {k: summaries[0].get(k) for k in SETTINGS if k not in differing} if summaries else {}
+    context.update(
+        query=query,
+        page=page,
+        errors=[],
+        sorts=sorts,
+        direction=direction,
+        differing=differing,
+        shared=shared,
+    )
     return render(request, "leaderboard.html", context)
 
 
@@ -230,9 +262,15 @@ StudyDep = Annotated[Study, Depends(get_study)]
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_view(request: Request, study: StudyDep, identity: PageIdentity) -> HTMLResponse:
+def study_view(
+    request: Request, study: StudyDep, session: SessionDep, identity: PageIdentity
+) -> HTMLResponse:
     can_cancel = identity.may_change(study.owner_id) and study.state == "running"
-    return render(request, "study.html", {"study": study, "can_cancel": can_cancel})
+    url = request.app.state.settings.database_url
+    doc = study_document(session=session, row=study, url=url)
+    params = list(dict.fromkeys(k for t in doc["trials"] for k in t["params"]))
+    context = {"study": study, "doc": doc, "params": params, "can_cancel": can_cancel}
+    return render(request, "study.html", context)
 
 
 @router.post("/studies/{study_id}/cancel", response_class=HTMLResponse)

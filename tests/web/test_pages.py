@@ -4,18 +4,13 @@ through the queue (claim -> workers.runner.execute) and probed at the end of eac
 
 Without /usr/bin/chromium (apt-get install chromium) or the `playwright` package these tests
 skip; with PLATEAU_REQUIRE_BROWSER=1 (CI) they fail instead. PLATEAU_SCREENSHOTS=DIR saves
-the leaderboard and a run page there (docs/screenshots holds the committed ones).
+every page there at 1440 px (docs/screenshots holds the committed ones). The browser, page and
+server fixtures are tests/web/conftest.py's.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,21 +18,11 @@ import pytest
 
 from db import queue
 from db.migrate import upgrade
-from db.session import dispose_engines, session_scope
-from service.settings import Settings
+from db.session import session_scope
+from tests.web.conftest import live_server, require_browser, screenshot
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("PLATEAU_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # 3 optimizers x 2 inits x 2 seeds on digits: converged, plateau/saddle and diverged runs,
 # with clipping (clip events) and an end-of-run probe (eigenvalues, density, slices).
 SPEC: dict[str, Any] = {
@@ -64,23 +49,6 @@ SPEC: dict[str, Any] = {
         "slq_steps": 15,
     },
 }
-
-
-def browser_problem() -> str | None:
-    if importlib.util.find_spec("playwright") is None:
-        return "the `playwright` package is not installed (pip install playwright==1.65.2)"
-    if not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
-    return None
-
-
-def require_browser() -> None:
-    problem = browser_problem()
-    if problem is None:
-        return
-    if os.environ.get("PLATEAU_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"a browser is required (PLATEAU_REQUIRE_BROWSER=1): {problem}")
-    pytest.skip(problem)
 
 
 def run_queued(url: str) -> list[str]:
@@ -120,83 +88,49 @@ def submit(url: str, spec: dict[str, Any]) -> int:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A live server on 127.0.0.1 over a database with one real finished sweep."""
     require_browser()
-    import uvicorn
-
-    from service.api.main import create_app
-
     url = f"sqlite:///{tmp_path_factory.mktemp('web') / 'plateau.db'}"
     upgrade(url)
     sweep_id = submit(url, SPEC)
     outcomes = run_queued(url)
     assert sorted(outcomes) == ["diverged"] * 4 + ["succeeded"] * 8, outcomes
 
-    app = create_app(Settings(database_url=url), dispatch=False)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    yield {"base": base, "url": url, "sweep_id": sweep_id, "api": httpx.Client(base_url=base)}
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
-    dispose_engines()
-
-
-@pytest.fixture(scope="module")
-def browser(site: dict[str, Any]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any, site: dict[str, Any]) -> Iterator[Any]:
-    """A fresh page that may reach the test server only, and must log no errors."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    elsewhere: list[str] = []
-    errors: list[str] = []
-
-    def only_local(route: Any) -> None:
-        if route.request.url.startswith(site["base"]):
-            route.continue_()
-        else:  # a CDN, a font service, ...: the pages must work offline
-            elsewhere.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", only_local)
-    tab = context.new_page()
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    yield tab
-    context.close()
-    assert not elsewhere, f"pages requested other hosts: {elsewhere}"
-    assert not errors, f"errors in the page: {errors}"
-
-
-def screenshot(tab: Any, name: str) -> None:
-    folder = os.environ.get("PLATEAU_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        tab.screenshot(path=str(Path(folder) / name), full_page=True)
+    with live_server(url) as base:
+        yield {"base": base, "url": url, "sweep_id": sweep_id, "api": httpx.Client(base_url=base)}
 
 
 # Geometry of what a plot drew, measured by the browser's layout engine.
-SERIES_GEOMETRY = """(id) => [...document.querySelectorAll(`#${id} path.series`)].map(p => {
-    const box = p.getBBox();
-    return {name: p.dataset.name, length: p.getTotalLength(),
-            points: (p.getAttribute('d').match(/[ML]/g) || []).length,
-            width: box.width, height: box.height};
+# vega-embed draws each layer of a figure as <g class="... <layer name>_marks"> (the names are
+# service/figures/'s); each drawn element carries its scenegraph item (__data__): the row it
+# draws (datum), its position in the plot's coordinates (x, y, width) and, for a line or an
+# area, its SVG path. Boxes are the browser's layout, in page pixels.
+MARKS = """([id, name]) => [...document.querySelectorAll(`#${id} g.${name}_marks > *`)].map(e => {
+    const item = e.__data__ || {};
+    const box = e.getBoundingClientRect();
+    return {series: (item.datum || {}).series, datum: item.datum || {}, x: item.x,
+            item_width: item.width, stroke: e.getAttribute('stroke'),
+            opacity: Number(e.getAttribute('opacity') ?? 1),
+            points: ((e.getAttribute('d') || '').match(/[ML]/g) || []).length,
+            left: box.left, top: box.top, width: box.width, height: box.height};
 })"""
+
+
+def marks(tab: Any, figure: str, layer: str) -> list[dict[str, Any]]:
+    """What the layer `layer` of the figure in #plot-<figure> drew."""
+    return tab.evaluate(MARKS, [f"plot-{figure}", layer])
+
+
+def rgb(color: str) -> str:
+    """#rrggbb as the browser's computed style writes it."""
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
+
+
+def view_eval(tab: Any, figure: str, expression: str) -> Any:
+    """`expression` evaluated on the Vega view of #plot-<figure> (as `view`)."""
+    return tab.evaluate(
+        f"(id) => {{ const view = document.getElementById(id).view; return {expression}; }}",
+        f"plot-{figure}",
+    )
 
 
 def rows_on_page(tab: Any) -> list[str]:
@@ -215,7 +149,6 @@ def test_the_leaderboard_ranks_the_configurations_and_sorts_by_column(page, site
     assert first.locator("td").first.inner_text() == "1"
     assert "converged" in first.inner_text() and "2 / 2 seeds" in first.inner_text()
     assert "diverged 2" in page.locator("#leaderboard tbody tr").last.inner_text()
-    screenshot(page, "leaderboard.png")
 
     page.click("th a[data-metric=final_loss]")
     page.wait_for_url("**metric=final_loss**")
@@ -267,30 +200,30 @@ def test_a_run_reached_from_the_leaderboard_shows_its_evidence_and_plots(page, s
     assert rows.first.locator("code").inner_text() == first_layer
     assert "lambda_max" in page.inner_text("#evidence")
 
-    loss = {s["name"]: s for s in page.evaluate(SERIES_GEOMETRY, "plot-loss")}
-    train = loss["train (minibatch)"]
+    (train,) = marks(page, "loss", "train")  # the smoothed training loss: one line
     n_steps = len(run["curves"]["step"])
-    assert train["points"] == n_steps and train["length"] > 400
+    assert train["points"] == n_steps and train["series"] == "train (minibatch)"
     assert train["width"] > 300 and train["height"] > 100  # a falling curve, not a flat line
-    assert page.locator("#plot-loss .markers circle").count() >= 10  # test-set evaluations
-    grad = page.evaluate(SERIES_GEOMETRY, "plot-grad")
-    assert {g["name"] for g in grad} >= {"global"} and len(grad) >= 3  # global + layers
-    assert all(g["points"] == n_steps and g["length"] > 300 for g in grad)
+    evaluations = [v for v in run["curves"]["eval_loss"] if v is not None]
+    assert len(marks(page, "loss", "test")) == len(evaluations) >= 10  # test-set evaluations
+    grad = marks(page, "grad_norm", "grad")
+    assert grad[0]["series"] == "global" and len(grad) >= 3  # global + layers
+    assert all(g["points"] == n_steps and g["width"] > 300 for g in grad)
     clipped = sum(1 for c in run["curves"]["clipped"] if c)
-    assert clipped > 0 and page.locator("#plot-lr line.event").count() == clipped
-    assert page.locator("#plot-eig .markers circle").count() == 2  # λmax and λmin, one probe
+    assert clipped > 0 and len(marks(page, "lr_clip", "clip")) == clipped
+    assert len(marks(page, "hessian", "eig")) == 2  # λmax and λmin, one probe
 
-    density = page.evaluate(SERIES_GEOMETRY, "plot-density")
-    assert density[0]["points"] > 50 and density[0]["length"] > 300
-    slices = page.evaluate(SERIES_GEOMETRY, "plot-slices")
+    (density,) = marks(page, "density", "density")
+    assert density["points"] > 50 and density["width"] > 300
+    slices = marks(page, "slices_1d", "slice")
     assert len(slices) == 3 and all(s["points"] == 21 for s in slices)
-    assert page.locator("#plot-surface rect.cell").count() == 11 * 11
-    assert page.locator("#plot-surface path.iso").count() >= 3
-    assert page.locator("#plot-surface polygon.marker").count() == 1
-    interp = page.evaluate(SERIES_GEOMETRY, "plot-interp")
-    assert interp[0]["points"] == 21 and interp[0]["height"] > 20
-    # a canvas-free check that pixels were painted: the SVG has a non-empty layout box
-    box = page.locator("#plot-surface svg").bounding_box()
+    assert len(marks(page, "surface_2d", "cell")) == 11 * 11
+    (star,) = marks(page, "surface_2d", "run")
+    assert star["datum"]["a0"] == 0 and star["datum"]["b0"] == 0  # the run's own parameters
+    (interp,) = marks(page, "interpolation", "interp")
+    assert interp["points"] == 21 and interp["height"] > 20
+    # pixels were painted: the surface's SVG has a non-empty layout box
+    box = page.locator("#plot-surface_2d svg.marks").bounding_box()
     assert box["width"] > 300 and box["height"] > 200
     screenshot(page, "run.png")
 
@@ -306,10 +239,14 @@ def test_a_run_on_a_plateau_has_its_segments_shaded(page, site):
     segments = api.get(f"/api/v1/runs/{plateau['id']}").json()["result"]["plateaus"]["segments"]
     page.goto(f"{site['base']}/runs/{plateau['id']}")
     page.wait_for_selector("body[data-plots=ready]")
-    bands = page.locator("#plot-loss rect.band")
-    assert bands.count() == len(segments)
-    widths = bands.evaluate_all("bs => bs.map(b => b.getBBox().width)")
-    assert all(w > 20 for w in widths), widths
+    bands = marks(page, "loss", "plateau")
+    assert len(bands) == len(segments)
+    assert all(b["width"] > 20 for b in bands), bands
+    # each band spans its segment's steps on the x axis
+    for band, segment in zip(sorted(bands, key=lambda b: b["x"]), segments, strict=True):
+        steps = f"[{segment['start']}, {segment['end']}]"
+        start, end = view_eval(page, "loss", f"{steps}.map(view.scale('x'))")
+        assert abs(band["x"] - start) < 1 and abs(band["x"] + band["item_width"] - end) < 1
     assert page.locator("#segments tbody tr").count() == len(segments)
 
 
@@ -318,12 +255,13 @@ def test_a_diverged_run_says_it_was_not_probed(page, site):
     diverged = next(r for r in runs if r["status"] == "diverged")
     page.goto(f"{site['base']}/runs/{diverged['id']}")
     page.wait_for_selector("body[data-plots=ready]")
-    for plot in ("plot-eig", "plot-density", "plot-slices", "plot-surface", "plot-interp"):
-        assert "not probed" in page.inner_text(f"#{plot}")
+    for figure in ("hessian", "density", "slices_1d", "surface_2d", "interpolation"):
+        drawn = page.locator(f"#plot-{figure} svg.marks").text_content()
+        assert "not probed: the run diverged" in drawn
     assert "diverged" in page.inner_text("#verdict")
     step = site["api"].get(f"/api/v1/runs/{diverged['id']}").json()["result"]["diverged_step"]
     assert f"step {step}" in page.inner_text("#verdict-sentence")
-    assert page.locator("#plot-loss .markers circle").count() >= 1  # its one logged step
+    assert page.locator("#plot-loss g.mark-symbol path").count() >= 1  # its one logged step
 
 
 def test_the_sweep_page_shows_who_ran_it_and_follows_progress_live(page, site):
@@ -401,10 +339,391 @@ def test_compare_overlays_the_loss_curves_of_several_runs(page, site):
     ids = [r["id"] for r in runs if r["status"] == "succeeded"][:3]
     page.goto(f"{site['base']}/compare?runs={','.join(map(str, ids))}")
     page.wait_for_selector("body[data-plots=ready]")
-    curves = page.evaluate(SERIES_GEOMETRY, "plot-loss")
-    assert [c["name"] for c in curves] == [f"run {i}" for i in ids]
-    assert all(c["points"] > 50 and c["length"] > 300 for c in curves)
-    strokes = page.eval_on_selector_all(
-        "#plot-loss path.series", "ps => ps.map(p => p.getAttribute('stroke'))"
+    curves = marks(page, "curves", "loss")
+    assert [c["series"] for c in curves] == [f"run {i}" for i in ids]
+    assert all(c["points"] > 50 and c["width"] > 300 for c in curves)
+    assert len({c["stroke"] for c in curves}) == 3
+    # the table's swatches wear the curves' colours
+    swatches = page.eval_on_selector_all(
+        "#compare-runs .swatch", "ss => ss.map(s => getComputedStyle(s).backgroundColor)"
     )
-    assert len(set(strokes)) == 3
+    assert swatches == [rgb(c["stroke"]) for c in curves]
+    screenshot(page, "compare.png")
+    # zooming the loss panel zooms the gradient-norm panel with it (one shared step axis)
+    before = marks(page, "curves", "grad")[0]["width"]
+    domain = view_eval(page, "curves", "view.scale('x').domain()")
+    line = curves[0]
+    page.mouse.move(line["left"] + line["width"] / 2, line["top"] + line["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(
+        f"document.getElementById('plot-curves').view.scale('x').domain()[1] < {domain[1]}"
+    )
+    assert marks(page, "curves", "grad")[0]["width"] > before * 1.2
+    # the cursor: hovering a step in one panel marks it in all three
+    page.mouse.move(line["left"] + line["width"] / 3, line["top"] + line["height"] / 2)
+    for panel in ("loss", "test", "grad"):
+        page.wait_for_selector(f"#plot-curves g.{panel}_cursor_marks > line", state="attached")
+    # the legend toggles a run in every panel
+    entry = page.locator("#plot-curves g.role-legend-label text", has_text=f"run {ids[0]}")
+    box = entry.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#plot-curves g.grad_marks path')]"
+        ".filter(p => p.__data__.opacity < 0.2).length === 2"
+    )
+
+
+# ---- Issue 12: the run and compare pages' defects, each measured in the browser ----
+
+# A deep linear network (MSE: no accuracy) from a small init: plateaus probed as they begin,
+# then the end probe thousands of steps later, so its probes are not consecutive in time.
+REGRESSION: dict[str, Any] = {
+    "name": "web-regression",
+    "owner": "dora",
+    "task": {"name": "deep_linear", "n_train": 256, "singular_values": [4.0, 2.0, 1.0]},
+    "architectures": [{"name": "deep_linear", "depth": 4, "width": 16}],
+    "optimizers": [{"name": "sgd", "lr": 0.02}],
+    "inits": [{"name": "orthogonal", "scale": 0.25}],
+    "seeds": [0],
+    "budget": {"steps": 3000, "batch_size": 256, "log_every": 10, "eval_every": 500},
+    "target": {"loss": 0.01},
+    "plateau": {"window": 25, "min_length": 50},
+    "probes": {**SPEC["probes"], "at": ["plateau", "end"]},
+}
+
+
+@pytest.fixture(scope="module")
+def regression(site: dict[str, Any]) -> dict[str, Any]:
+    """The REGRESSION run, trained into the site's database: its id, document and probes."""
+    sweep = submit(site["url"], REGRESSION)
+    assert run_queued(site["url"]) == ["succeeded"]
+    api = site["api"]
+    (run,) = api.get(f"/api/v1/sweeps/{sweep}/runs").json()["data"]
+    probes = api.get(f"/api/v1/runs/{run['id']}/probes").json()["data"]
+    return {"id": run["id"], "run": api.get(f"/api/v1/runs/{run['id']}").json(), "probes": probes}
+
+
+def best_run(site: dict[str, Any]) -> int:
+    board = site["api"].get("/api/v1/leaderboard", params={"task": "digits"}).json()
+    return board["data"][0]["best_run_id"]
+
+
+def succeeded(site: dict[str, Any]) -> list[int]:
+    runs = site["api"].get(f"/api/v1/sweeps/{site['sweep_id']}/runs").json()["data"]
+    return [r["id"] for r in runs if r["status"] == "succeeded"]
+
+
+def show(tab: Any, site: dict[str, Any], path: str) -> None:
+    tab.goto(f"{site['base']}{path}")
+    tab.wait_for_selector("body[data-plots=ready]")
+
+
+def pages(site: dict[str, Any], regression: dict[str, Any]) -> list[str]:
+    """A classification run, a regression run, and the compare page over both kinds."""
+    ids = ",".join(map(str, [*succeeded(site), regression["id"]]))
+    return [f"/runs/{best_run(site)}", f"/runs/{regression['id']}", f"/compare?runs={ids}"]
+
+
+# Boxes of every legend and of every drawn data mark (lines, points, cells, bands, texts),
+# as [figure id, legend box, mark box] for each overlap.
+LEGEND_OVERLAPS = """() => [...document.querySelectorAll('.plot svg.marks')].flatMap(svg => {
+    const boxes = (sel) => [...svg.querySelectorAll(sel)].map(e => e.getBoundingClientRect())
+        .filter(b => b.width > 0 || b.height > 0);
+    const legends = boxes('g.role-legend');
+    const data = boxes('g.role-mark:not(.mark-rule) > *');
+    const hit = (a, b) => a.left < b.right && b.left < a.right
+        && a.top < b.bottom && b.top < a.bottom;
+    return legends.flatMap(l => data.filter(d => hit(l, d)).map(d => [svg.closest('.plot').id,
+        [l.left, l.top, l.right, l.bottom], [d.left, d.top, d.right, d.bottom]]));
+})"""
+
+
+def test_legends_never_cover_the_plotted_data(page, site, regression):
+    for path in pages(site, regression):
+        show(page, site, path)
+        assert page.locator(".plot svg.marks g.role-legend").count() >= 1, path
+        assert page.evaluate(LEGEND_OVERLAPS) == [], path
+
+
+def significant(text: str) -> int:
+    """Significant digits of a number as written ("5.86e-7" -> 3, "0.00123" -> 3)."""
+    mantissa = text.lower().split("e")[0].lstrip("-−").replace(".", "").replace(",", "")
+    return len(mantissa.strip("0")) or 1
+
+
+def test_the_surface_colour_bar_labels_are_the_values_they_mark(page, site, regression):
+    show(page, site, f"/runs/{regression['id']}")
+    surface = regression["probes"][-1]["data"]["slices"]["random_2d"]["values"]
+    lo, hi = min(min(row) for row in surface), max(max(row) for row in surface)
+    assert lo < 1e-3  # small losses: where a cut label read 5.8583 for 5.8583e-07
+    labels = page.locator("#plot-surface_2d g.role-legend-label text").all_text_contents()
+    assert len(labels) >= 2, labels
+    for label in labels:
+        value = float(label.replace("−", "-"))
+        assert lo * 0.999 <= value <= hi * 1.001, (label, lo, hi)
+        assert significant(label) <= 3, label
+    assert any("e-" in label for label in labels), labels
+    # log-scaled colours (every loss is positive), as in the file
+    assert view_eval(page, "surface_2d", "view.scale('color').type") == "sequential-log"
+
+
+def test_the_hessian_chart_joins_no_probes_with_a_line(page, site, regression):
+    probes = regression["probes"]
+    steps = sorted(p["step"] for p in probes)
+    assert len(probes) >= 2 and steps[-1] - steps[-2] > 1000  # the end probe is far away
+    show(page, site, f"/runs/{regression['id']}")
+    eig = marks(page, "hessian", "eig")
+    assert sorted(m["datum"]["step"] for m in eig) == sorted(steps + steps)
+    assert page.locator("#plot-hessian g.mark-line, #plot-hessian g.mark-area").count() == 0
+    label = page.get_attribute("#plot-hessian [aria-roledescription=visualization]", "aria-label")
+    assert "points only" in label  # the rule, in the figure's description
+
+
+def test_gradient_norms_are_labelled_by_layer(page, site, regression):
+    cases = [
+        (best_run(site), ["Linear 1 (in→32)", "Linear 2 (32→32)", "Linear 3 (32→out, output)"]),
+        (
+            regression["id"],
+            [f"Linear {i} (16→16)" for i in range(1, 5)] + ["Linear 5 (16→16, output)"],
+        ),
+    ]
+    for run_id, layers in cases:
+        show(page, site, f"/runs/{run_id}")
+        legend = page.locator("#plot-grad_norm g.role-legend-label text").all_text_contents()
+        assert legend == ["global", *layers]
+        assert [g["series"] for g in marks(page, "grad_norm", "grad")] == ["global", *layers]
+
+
+def test_layer_labels_follow_the_models_that_record_them():
+    """Every gradient key a Sequential architecture records gets a name, not `module k`."""
+    import torch
+
+    from service.figures.run import layer_labels
+    from workers.config import RunConfig
+    from workers.train import build, layer_names
+
+    archs = [
+        {"name": "mlp", "depth": 3, "width": 8},
+        {"name": "deep_linear", "depth": 3, "width": 8},
+        {"name": "cnn", "channels": [4, 8]},
+    ]
+    for arch in archs:
+        for norm in ("none", "batchnorm", "layernorm"):
+            try:
+                config = RunConfig.model_validate(
+                    {
+                        "task": {"name": "digits"},
+                        "architecture": arch,
+                        "normalization": norm,
+                        "optimizer": {"name": "sgd", "lr": 0.1},
+                    }
+                )
+            except ValueError:  # a normalization the architecture does not offer
+                continue
+            _, model = build(config, torch.device("cpu"))
+            keys = list(dict.fromkeys(layer_names(model)))
+            labels = layer_labels(config.model_dump(mode="json"), keys)
+            assert not [k for k, v in labels.items() if v.startswith("module")], (arch, labels)
+
+
+def test_test_accuracy_is_on_0_to_1_and_regression_shows_test_loss(page, site, regression):
+    show(page, site, f"/runs/{best_run(site)}")
+    assert view_eval(page, "test", "view.scale('y').domain()") == [0, 1]
+    # the test loss in the loss chart: points, measured only at the evaluations
+    assert "mark-symbol" in page.get_attribute("#plot-loss g.test_marks", "class")
+
+    show(page, site, f"/runs/{regression['id']}")
+    drawn = page.locator("#plot-test svg.marks").text_content()
+    assert "test loss" in drawn and "no test evaluations" not in drawn
+    evaluations = [v for v in regression["run"]["curves"]["eval_loss"] if v is not None]
+    assert len(marks(page, "test", "test")) == len(evaluations) >= 5
+    assert "mark-symbol" in page.get_attribute("#plot-test g.test_marks", "class")
+
+
+# For each labelled axis of each figure: its title, whether it is vertical, its labels;
+# works on the page's SVG and on a file's SVG text alike.
+AXES = """(svg) => [...svg.querySelectorAll('g.role-axis')]
+    .filter(g => g.querySelector('.role-axis-label'))
+    .map(g => {
+        const domain = g.querySelector('.role-axis-domain line');
+        const texts = (sel) => [...g.querySelectorAll(sel)].map(t => t.textContent);
+        return {title: texts('.role-axis-title text').join(' '),
+                vertical: !!domain && Number(domain.getAttribute('y2') || 0) !== 0,
+                labels: texts('.role-axis-label text')};
+    })"""
+
+
+def test_plateau_plot_and_the_page_draw_the_same_figures(page, site, regression, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import vl_convert
+
+    from service.figures import VEGA_LITE, static
+
+    run_id = regression["id"]
+    env = {**os.environ, "DATABASE_URL": site["url"]}
+    cli = [sys.executable, "-m", "service.cli", "plot", str(run_id), "-o", str(tmp_path)]
+    out = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr
+    files = {
+        p.name.removeprefix(f"run{run_id}_").removesuffix(".svg"): p for p in tmp_path.iterdir()
+    }
+
+    show(page, site, f"/runs/{run_id}")
+    drawn = page.eval_on_selector_all(
+        ".plot[data-figure=ready]", "els => els.map(e => e.id.replace('plot-', ''))"
+    )
+    assert sorted(drawn) == sorted(files)
+    specs = site["api"].get(f"/api/v1/runs/{run_id}/figures").json()["figures"]
+    for name, path in files.items():
+        scales = view_eval(
+            page,
+            name,
+            "Object.fromEntries(Object.entries(view._runtime.scales)"
+            ".map(([k, s]) => [k, s.value.type.replace('sequential-', '')]))",
+        )
+        compiled = vl_convert.vegalite_to_vega(static(specs[name]), vl_version=VEGA_LITE)
+        assert scales == {s["name"]: s["type"] for s in compiled.get("scales", [])}, name
+        in_page = page.evaluate(f"() => ({AXES})(document.querySelector('#plot-{name} svg.marks'))")
+        in_file = page.evaluate(
+            f"(text) => ({AXES})(new DOMParser().parseFromString(text, 'image/svg+xml'))",
+            path.read_text(),
+        )
+        assert [a["title"] for a in in_page] == [a["title"] for a in in_file], name
+        # the vertical axes have the same height in both: the same range, the same labels
+        assert [a for a in in_page if a["vertical"]] == [a for a in in_file if a["vertical"]], name
+    density = view_eval(page, "density", "view.scale('y').domain()")
+    top = max(regression["probes"][-1]["data"]["density"]["values"])
+    assert density == pytest.approx([top * 1e-6, 2 * top])  # not down to 1e-80
+
+
+def test_every_chart_has_a_title_and_titled_axes(page, site, regression):
+    for path in pages(site, regression):
+        show(page, site, path)
+        for figure in page.locator(".plot svg.marks").all():
+            titles = figure.locator("g.role-title-text text").all_text_contents()
+            assert titles and all(t.strip() for t in titles), path
+            for axis in figure.evaluate(AXES):
+                assert axis["title"].strip(), (path, titles, axis)
+
+
+def test_tables_round_values_for_people_and_tooltips_keep_them_whole(page, site, regression):
+    import re
+
+    number = re.compile(r"[-−]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+    show(page, site, f"/runs/{regression['id']}")
+    cells = page.locator(
+        "#evidence td, #curvature td.num, #activations td.num, #segments td.num, dl.facts dd"
+    ).all_text_contents()
+    numbers = [n for cell in cells for n in number.findall(cell) if "." in n or "e" in n]
+    assert len(numbers) > 20
+    assert [n for n in numbers if significant(n) > 3] == []
+    # hovering a point shows its value at full precision
+    probe = max(regression["probes"], key=lambda p: p["step"])
+    page.locator("#plot-hessian").scroll_into_view_if_needed()
+    (point,) = [
+        m
+        for m in marks(page, "hessian", "eig")
+        if m["datum"]["step"] == probe["step"] and m["series"] == "λmax"
+    ]
+    page.mouse.move(point["left"] + point["width"] / 2, point["top"] + point["height"] / 2)
+    tooltip = page.wait_for_selector("#vg-tooltip-element.visible")
+    assert repr(probe["lambda_max"]) in tooltip.inner_text()
+
+    show(page, site, f"/compare?runs={','.join(map(str, succeeded(site)))}")
+    losses = page.locator("#compare-runs tbody td:nth-child(11)").all_text_contents()
+    assert losses and all(significant(v) <= 3 for v in losses), losses
+
+
+def test_run_and_compare_pages_fit_the_window(page, site, regression):
+    for width in (1280, 1440):
+        page.set_viewport_size({"width": width, "height": 900})
+        for path in pages(site, regression):
+            show(page, site, path)
+            scroll = page.evaluate("document.documentElement.scrollWidth")
+            assert scroll <= width, (path, width, scroll)
+
+
+def test_training_curves_zoom_smooth_and_toggle_like_tensorboard(page, site):
+    show(page, site, f"/runs/{best_run(site)}")
+    page.locator("#plot-loss").scroll_into_view_if_needed()
+    smoothing = "view.signal('smoothing')"
+    (train,) = marks(page, "loss", "train")
+    assert view_eval(page, "loss", smoothing) == 0.6 and len(marks(page, "loss", "train_raw")) == 1
+    page.locator("#plot-loss input[type=radio][value='0']").check()
+    page.wait_for_function(
+        "document.querySelectorAll('#plot-loss g.train_raw_marks > *').length === 0"
+    )
+    (raw,) = marks(page, "loss", "train")
+    assert view_eval(page, "loss", smoothing) == 0 and raw["height"] > train["height"]  # noisier
+    # the legend toggles a series: click "test", the training line fades
+    entry = page.locator("#plot-loss g.role-legend-label text", has_text="test").bounding_box()
+    page.mouse.click(entry["x"] + entry["width"] / 2, entry["y"] + entry["height"] / 2)
+    page.wait_for_function(
+        "document.querySelector('#plot-loss g.train_marks path').__data__.opacity < 0.2"
+    )
+    # wheel zooms the steps in
+    domain = view_eval(page, "loss", "view.scale('x').domain()")
+    page.mouse.move(raw["left"] + raw["width"] / 2, raw["top"] + raw["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(
+        f"document.getElementById('plot-loss').view.scale('x').domain()[1] < {domain[1]}"
+    )
+    # the gradient norms smooth too
+    (rough, *_) = marks(page, "grad_norm", "grad")
+    page.locator("#plot-grad_norm input[type=radio][value='0.97']").check()
+    page.wait_for_function(
+        "document.getElementById('plot-grad_norm').view.signal('smoothing') === 0.97"
+    )
+    assert marks(page, "grad_norm", "grad")[0]["height"] < rough["height"]  # smoother
+
+
+def test_the_probe_selector_redraws_the_probe_figures(page, site, regression):
+    show(page, site, f"/runs/{regression['id']}")
+    first = regression["probes"][0]
+    page.select_option("#probe-select", "0")
+    page.wait_for_selector("body[data-plots=ready]")
+    page.wait_for_function(
+        "document.querySelector('#plot-density svg.marks')"
+        f".textContent.includes('step {first['step']}')"
+    )
+    for figure in ("density", "slices_1d", "surface_2d", "interpolation"):
+        title = page.locator(f"#plot-{figure} g.role-title-text text").first.text_content()
+        assert title.endswith(f"step {first['step']}"), title
+
+
+def test_the_figure_endpoints_refuse_what_they_cannot_draw(site, regression):
+    api = site["api"]
+    run_id, n = regression["id"], len(regression["probes"])
+    first = api.get(f"/api/v1/runs/{run_id}/figures", params={"probe": 0}).json()["figures"]
+    assert first["density"]["title"]["text"].endswith(f"step {regression['probes'][0]['step']}")
+    missing = api.get(f"/api/v1/runs/{run_id}/figures", params={"probe": n})
+    assert missing.status_code == 404 and f"has {n} probes" in missing.json()["detail"]
+    assert api.get("/api/v1/runs/999999/figures").status_code == 404
+    both = api.get("/api/v1/figures/compare", params={"runs": f"{run_id},{run_id}"})
+    assert both.status_code == 200 and both.json()["vega_lite"].startswith("6")
+    gone = api.get("/api/v1/figures/compare", params={"runs": f"{run_id},999999"})
+    assert gone.status_code == 404 and "run 999999 not found" in gone.json()["detail"]
+    for bad in ("", "1,x", ",".join(["1"] * 21)):
+        assert api.get("/api/v1/figures/compare", params={"runs": bad}).status_code == 422, bad
+
+
+def test_long_curves_keep_each_buckets_extremes():
+    """A 50,000-step curve is drawn from at most MAX_POINTS rows that keep its spike; the
+    smoothed values still average every step; a short curve keeps every step."""
+    from service.figures import ema
+    from service.figures.run import MAX_POINTS, ema_field, smoothing_rows
+
+    steps = list(range(50_000))
+    values: list[float | None] = [1.0 + (i % 97) / 100 for i in steps]
+    values[12_345], values[777] = 50.0, None
+    rows = smoothing_rows(steps, {"train": values}, "loss")
+    assert len(rows) <= MAX_POINTS
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+    assert [r["step"] for r in rows if r["loss"] == 50.0] == [12_345]  # the spike
+    assert 777 not in {r["step"] for r in rows}
+    full = ema(values, 0.9)
+    assert all(r[ema_field(0.9)] == pytest.approx(full[r["step"]], rel=1e-5) for r in rows)
+    assert len(smoothing_rows(steps[:300], {"train": values[:300]}, "loss")) == 300

@@ -23,7 +23,7 @@ from db.session import dispose_engines, session_scope
 from service import auth
 from service.settings import Settings
 from tests.service.conftest import QUICK_SPEC
-from tests.web.test_pages import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, require_browser, screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -145,6 +145,7 @@ def test_a_member_signs_in_cancels_their_sweep_is_refused_anothers_and_signs_out
     # not signed in: a page sends the browser to the sign-in form, which brings it back
     tab.goto(f"{base}/sweeps/{mine}")
     tab.wait_for_url("**/signin?next=*")
+    screenshot(tab, "signin.png")
     tab.fill("input[name=key]", keys["mia"][:-2] + "xx")
     tab.click("form#signin button[type=submit]")
     assert "that key is not valid" in tab.inner_text("#signin-error")
