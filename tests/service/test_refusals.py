@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.api.main import create_app
 from service.leaderboard import LeaderboardQuery
+from service.schemas import ValidationProblems
 from service.settings import Settings
 from tests.service.conftest import QUICK_SPEC
 
@@ -123,3 +124,19 @@ def test_a_user_whose_name_fills_its_column_is_created_and_audited(pg_migrated_u
         events = client.get("/api/v1/audit", params={"action": "user.create"}).json()["data"]
         assert events[0]["detail"]["target"] == f"user:{name}"
         assert events[0]["target"] == f"user:{name}"[:200]
+
+
+@pytest.mark.postgres
+def test_compare_figures_of_an_id_past_integer_is_422_not_500(pg_migrated_url):
+    """Found by schemathesis on the merged app: ten digits pass the `runs` pattern, and an
+    id past 2^31 - 1 overflowed Postgres' INTEGER (a 500)."""
+    settings = Settings(database_url=pg_migrated_url, submit_rate_limit="")
+    with TestClient(create_app(settings, dispatch=False)) as client:
+        r = client.get("/api/v1/figures/compare", params={"runs": "1,9802099783"})
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["query", "runs"] and "at most 2147483647" in error["msg"]
+        ValidationProblems.model_validate(r.json())
+        assert (
+            client.get("/api/v1/figures/compare", params={"runs": "2147483647"}).status_code == 404
+        )

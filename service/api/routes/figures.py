@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
+from db.models import MAX_ID
 from service.api.deps import RunDep, SessionDep
 from service.figures import VEGA_LITE
 from service.figures.compare import compare_figures
@@ -62,8 +64,13 @@ def read_run_figures(run: RunDep, session: SessionDep, probe: ProbeIndex = None)
 def read_compare_figures(session: SessionDep, runs: RunIds) -> Figures:
     """The compare page's chart: the runs' training loss, test loss and gradient norm on one
     step axis (zoom, pan and the cursor act on all panels)."""
+    ids = list(dict.fromkeys(int(part) for part in runs.split(",")))
+    if max(ids) > MAX_ID:  # ten digits pass the pattern; past INTEGER, SQL would overflow
+        problem = f"run ids are at most {MAX_ID}; got {max(ids)}"
+        error = {"type": "less_than_equal", "loc": ("query", "runs"), "msg": problem}
+        raise RequestValidationError([{**error, "input": runs}])
     details = []
-    for run_id in dict.fromkeys(int(part) for part in runs.split(",")):
+    for run_id in ids:
         try:
             details.append(run_document(session=session, run_id=run_id)[0])
         except LookupError as e:
