@@ -203,3 +203,36 @@ def test_a_study_that_has_not_started_has_a_page_and_empty_charts(sqlite_url):
         assert "No trial has completed yet" in page.text
         figures = client.get(f"/api/v1/studies/{study_id}/figures").json()["figures"]
         assert figures["history"]["description"] == "no complete trials yet"
+
+
+def test_a_figure_is_written_as_svg_png_and_pdf_from_the_same_spec(tmp_path):
+    """`plateau plot --format svg|png|pdf` goes through service.figures.write: each format is
+    a real file of its kind (magic bytes, PNG size at 2x the spec's width), drawn offline."""
+    import struct
+
+    from service.figures import WIDTH, write
+    from service.figures.run import run_figures
+
+    steps = list(range(0, 200, 2))
+    detail = {
+        "id": 7,
+        "summary": {"task": "digits"},
+        "config": {"target": {"loss": 0.1}, "task": {"name": "digits"}},
+        "result": {"plateaus": {"segments": [{"start": 20, "end": 60, "level": 1.0}]}},
+        "curves": {
+            "step": steps,
+            "loss": [2.0 / (1 + s / 20) for s in steps],
+            "eval_loss": [2.0 / (1 + s / 20) if s % 20 == 0 else None for s in steps],
+        },
+    }
+    spec = run_figures(detail, [])["loss"]
+    written = {
+        fmt: write({"loss": spec}, tmp_path, prefix="run7", fmt=fmt)[0]
+        for fmt in ("svg", "png", "pdf")
+    }
+    assert written["svg"].read_text().lstrip().startswith("<svg")
+    png = written["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width = struct.unpack(">I", png[16:20])[0]
+    assert width >= 2 * WIDTH  # the plot's width, at scale 2, plus axes and padding
+    assert written["pdf"].read_bytes()[:5] == b"%PDF-"
