@@ -1,0 +1,157 @@
+"""Packed training against one-by-one: runs/s for a sweep of small MLPs, in-process.
+
+64 runs of the reference small MLP (digits, 2 hidden layers of 64 ReLU units, batch 128,
+500 steps, SGD with momentum 0.9; seeds 0-63, learning rates 0.02-0.1), every step's
+evidence recorded (`log_every: 1`: loss, lr, global and per-layer gradient norms, update and
+parameter norms, clip events; evaluation and activation statistics every 50 steps), the
+rows kept in memory by each run's hooks. Measured in the same run, interleaved:
+
+  single   one by one: 2 worker processes x 1 thread (`workers.train.train`, as the
+           dispatcher runs them today), the pool started and warmed up before timing;
+  packed   `workers.packed.train.train_packed`: one pack of 64 in one process with 2
+           threads, and two packs of 32 in 2 processes x 1 thread.
+
+Prints the median wall time of each over the repeats, runs/s, the ratio packed / single
+(target: >= 5x on 2 CPU cores), the largest difference of a run's final training loss
+between the two (float32: the same arithmetic, not bitwise), the machine and its load.
+
+    python benchmarks/packed.py [--repeats 5] [--runs 64] [--steps 500] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from workers.config import RunConfig
+from workers.train import TrainHooks, train
+
+REFERENCE: dict[str, Any] = {
+    "task": {"name": "digits"},
+    "architecture": {"name": "mlp", "depth": 2, "width": 64, "activation": "relu"},
+    "budget": {"batch_size": 128, "log_every": 1, "eval_every": 50},
+    "device": "cpu",
+    "threads": 1,
+}
+
+
+def configs(runs: int, steps: int) -> list[RunConfig]:
+    return [
+        RunConfig.model_validate(
+            REFERENCE
+            | {
+                "seed": i,
+                "optimizer": {"name": "sgd", "lr": 0.02 + 0.08 * (i % 8) / 7, "momentum": 0.9},
+                "budget": REFERENCE["budget"] | {"steps": steps},
+            }
+        )
+        for i in range(runs)
+    ]
+
+
+def _single(config: RunConfig) -> float | None:
+    rows: list[dict[str, Any]] = []
+    return train(config, TrainHooks(on_metrics=rows.extend)).final_loss
+
+
+def _packed(pack: list[RunConfig], threads: int = 1) -> list[float | None]:
+    from workers.packed.train import train_packed
+
+    hooks = [TrainHooks(on_metrics=[].extend) for _ in pack]
+    results = train_packed(pack, hooks, threads=threads)
+    return [r.final_loss if not isinstance(r, Exception) else None for r in results]
+
+
+def _warm(_: int) -> None:
+    torch.set_num_threads(1)
+    _single(configs(1, 5)[0])
+    _packed(configs(2, 5))
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+        f"Python {platform.python_version()}; load average {load}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="16 runs of 100 steps, 2 repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.steps, args.repeats = 16, 100, 2
+    runs = configs(args.runs, args.steps)
+    half = len(runs) // 2
+    print(f"machine: {machine()}")
+    print(f"{args.runs} runs x {args.steps} steps, median of {args.repeats} repeats")
+
+    times: dict[str, list[float]] = {"single 2x1": [], "packed 1x2": [], "packed 2x1": []}
+    finals: dict[str, list[float | None]] = {}
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_warm, range(2))  # imports, digits, allocator: not part of a run's cost
+        _packed(configs(2, 5), threads=2)
+        for _ in range(args.repeats):  # interleaved, so drift in the load hits all alike
+            start = time.perf_counter()
+            finals["single 2x1"] = pool.map(_single, runs, chunksize=1)
+            times["single 2x1"].append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            finals["packed 1x2"] = _packed(runs, threads=2)
+            times["packed 1x2"].append(time.perf_counter() - start)
+            torch.set_num_threads(1)
+
+            start = time.perf_counter()
+            halves = pool.map(_packed, [runs[:half], runs[half:]])
+            finals["packed 2x1"] = halves[0] + halves[1]
+            times["packed 2x1"].append(time.perf_counter() - start)
+
+    median = {k: statistics.median(v) for k, v in times.items()}
+    base = median["single 2x1"]
+    print(f"{'execution':<12}{'median s':>10}{'runs/s':>10}{'ratio':>8}{'spread':>8}")
+    for name, seconds in median.items():
+        spread = (max(times[name]) - min(times[name])) / seconds
+        print(
+            f"{name:<12}{seconds:>10.2f}{args.runs / seconds:>10.1f}"
+            f"{base / seconds:>7.2f}x{spread:>8.0%}"
+        )
+    reference = finals["single 2x1"]
+    for name in ("packed 1x2", "packed 2x1"):
+        diffs = [
+            abs(a - b) / max(abs(a), 1e-12)
+            for a, b in zip(reference, finals[name], strict=True)
+            if a is not None and b is not None
+        ]
+        print(f"{name}: largest relative difference of a final loss from single: {max(diffs):.1e}")
+    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        json.dumps(
+            {
+                "runs_per_s": {k: args.runs / v for k, v in median.items()},
+                "ratio": {k: base / v for k, v in median.items()},
+                "seconds": times,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
