@@ -8,8 +8,9 @@ rows kept in memory by each run's hooks. Measured in the same run, interleaved:
 
   single   one by one: 2 worker processes x 1 thread (`workers.train.train`, as the
            dispatcher runs them today), the pool started and warmed up before timing;
-  packed   `workers.packed.train.train_packed`: one pack of 64 in one process with 2
-           threads, and two packs of 32 in 2 processes x 1 thread.
+  packed   `workers.packed.train.train_packed`: one pack of 64 in this process with 2
+           threads ("1x2"), and two packs of 32 in 2 worker processes x 1 thread ("2x1",
+           a second warmed-up pool).
 
 Prints the median wall time of each over the repeats, runs/s, the ratio packed / single
 (target: >= 5x on 2 CPU cores), the largest difference of a run's final training loss
@@ -70,9 +71,11 @@ def _packed(pack: list[RunConfig], threads: int = 1) -> list[float | None]:
     return [r.final_loss if not isinstance(r, Exception) else None for r in results]
 
 
-def _warm(_: int) -> None:
-    torch.set_num_threads(1)
+def _warm_single(_: int) -> None:
     _single(configs(1, 5)[0])
+
+
+def _warm_packed(_: int) -> None:
     _packed(configs(2, 5))
 
 
@@ -101,28 +104,33 @@ def main() -> None:
         args.runs, args.steps, args.repeats = 16, 100, 2
     runs = configs(args.runs, args.steps)
     half = len(runs) // 2
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}", flush=True)
     print(f"{args.runs} runs x {args.steps} steps, median of {args.repeats} repeats")
 
     times: dict[str, list[float]] = {"single 2x1": [], "packed 1x2": [], "packed 2x1": []}
     finals: dict[str, list[float | None]] = {}
-    with mp.get_context("spawn").Pool(2) as pool:
-        pool.map(_warm, range(2))  # imports, digits, allocator: not part of a run's cost
+    spawn = mp.get_context("spawn")
+    # One pool per side, so that nothing the packed side sets in a process (threads, the
+    # allocator: workers.packed.train.keep_freed_memory) reaches the single side.
+    with spawn.Pool(2) as single_pool, spawn.Pool(2) as packed_pool:
+        single_pool.map(_warm_single, range(2))  # imports, digits: not part of a run's cost
+        packed_pool.map(_warm_packed, range(2))
         _packed(configs(2, 5), threads=2)
-        for _ in range(args.repeats):  # interleaved, so drift in the load hits all alike
+        for repeat in range(args.repeats):  # interleaved, so drift in the load hits all alike
             start = time.perf_counter()
-            finals["single 2x1"] = pool.map(_single, runs, chunksize=1)
+            finals["single 2x1"] = single_pool.map(_single, runs, chunksize=1)
             times["single 2x1"].append(time.perf_counter() - start)
 
             start = time.perf_counter()
             finals["packed 1x2"] = _packed(runs, threads=2)
             times["packed 1x2"].append(time.perf_counter() - start)
-            torch.set_num_threads(1)
 
             start = time.perf_counter()
-            halves = pool.map(_packed, [runs[:half], runs[half:]])
+            halves = packed_pool.map(_packed, [runs[:half], runs[half:]])
             finals["packed 2x1"] = halves[0] + halves[1]
             times["packed 2x1"].append(time.perf_counter() - start)
+            took = ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+            print(f"repeat {repeat + 1}: {took}; load {os.getloadavg()[0]:.2f}", flush=True)
 
     median = {k: statistics.median(v) for k, v in times.items()}
     base = median["single 2x1"]

@@ -187,6 +187,15 @@ class Minibatches:
             0, self.n_train, (self.size,), generator=self.generator, device=self.device
         )
 
+    def ahead(self, steps: int) -> Tensor:
+        """The indices of the next `steps` batches at once, (steps, size): on the CPU the
+        numbers `steps` calls of next() give (its generator fills a tensor in order; CUDA's
+        does not, so there call next() each step). Not under full_batch."""
+        assert not self.full_batch and self.device.type == "cpu"
+        return torch.randint(
+            0, self.n_train, (steps, self.size), generator=self.generator, device=self.device
+        )
+
 
 class RunLog:
     """One run's record as it trains: learning rate, divergence stop, clipping decision,

@@ -42,26 +42,28 @@ def evaluate_packed(
 def activation_stats_packed(model: PackedModel, x: Tensor) -> list[dict[str, dict[str, float]]]:
     """Each run's per-layer activation statistics on the batch `x` (shared by the runs), in
     eval mode: the mean and population std of each counted layer's output, in float64."""
-    # (key, kind, (R,) means, (R,) stds) in forward order; a Sequential's child i is "i".
-    seen: list[tuple[str, str, Tensor, Tensor]] = []
+    # The layers the statistics are reported for (a Sequential's child i is "i"), decided
+    # by the same rule as a single run's, from the layers' kinds alone.
+    kinds = [(str(i), layer_kind(layer)) for i, layer in enumerate(model.layers)]
+    counted = [(key, kind) for key, kind in kinds if kind is not None]
+    reported = set(select_stats([(key, kind, {}) for key, kind in counted]))
+    moments: list[tuple[str, Tensor, Tensor]] = []  # (key, (R,) means, (R,) stds)
 
     def observe(i: int, layer: nn.Module, h: Tensor) -> None:
-        kind = layer_kind(layer)
-        if kind is not None:
-            std, mean = torch.std_mean(h.double().flatten(1), dim=1, correction=0)
-            seen.append((str(i), kind, mean, std))
+        if str(i) in reported:
+            # Two passes in float64 over every entry of a run's output (population std).
+            flat = h.double().flatten(1)
+            mean = flat.mean(1, keepdim=True)
+            std = (flat - mean).square().mean(1).sqrt()
+            moments.append((str(i), mean.squeeze(1), std))
 
     model.forward(x, shared=True, training=False, observe=observe)
-    if not seen:
+    if not moments:
         return [{} for _ in range(model.runs)]
-    means = torch.stack([m for _, _, m, _ in seen], 1).tolist()  # (R, layers)
-    stds = torch.stack([s for _, _, _, s in seen], 1).tolist()
+    means = torch.stack([m for _, m, _ in moments], 1).tolist()  # (R, layers)
+    stds = torch.stack([s for _, _, s in moments], 1).tolist()
+    keys = [key for key, _, _ in moments]
     return [
-        select_stats(
-            [
-                (key, kind, {"mean": m, "std": s})
-                for (key, kind, _, _), m, s in zip(seen, mean_row, std_row, strict=True)
-            ]
-        )
+        {key: {"mean": m, "std": s} for key, m, s in zip(keys, mean_row, std_row, strict=True)}
         for mean_row, std_row in zip(means, stds, strict=True)
     ]
