@@ -7,6 +7,7 @@ cannot pack is refused and runs one by one."""
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,6 +387,14 @@ def test_grouping_refuses_what_it_cannot_pack_and_those_runs_train_one_by_one():
     for outcome, single in zip(outcomes, one_by_one(picked), strict=True):
         assert isinstance(outcome, TrainResult)
         assert_losses_equal(single.result.losses, outcome.losses)
+
+
+def test_what_a_ray_task_would_be_handed_pickles():
+    """The next step hands a pack to a Ray task: the entry point and its inputs pickle."""
+    configs = [small(seed=s) for s in range(2)]
+    assert pickle.loads(pickle.dumps(train_packed)) is train_packed
+    assert pickle.loads(pickle.dumps(configs)) == configs
+    assert pickle.loads(pickle.dumps(packable(configs))) == packable(configs)
 
 
 def test_the_packed_model_refuses_layers_it_does_not_compute():
