@@ -296,7 +296,10 @@ def test_runs_leave_the_pack_at_their_budget_pruner_stop_or_failing_hook():
     recs = [Recorded(c) for c in configs]
     hooks = [r.hooks(**hook_args.get(c.seed, {})) for r, c in zip(recs, configs, strict=True)]
     hooks[4].on_metrics = failing_metrics
+    asked: list[int] = []  # should_stop is asked once a step, also after others stopped
+    hooks[0].should_stop = lambda: asked.append(1) is not None
     outcomes = train_packed(configs, hooks)
+    assert len(asked) == 25
     for rec, outcome in zip(recs, outcomes, strict=True):
         rec.outcome = outcome
 

@@ -201,10 +201,12 @@ def train_packed(
 
     step = 0
     while runs:
+        # Each run's should_stop is asked once a step, as the single loop asks it.
         stopped = {p for p, run in enumerate(runs) if _fails(run, run.log.check_stop, step)}
         if stopped:
             leave(stopped)
-            continue
+            if not runs:
+                break
         logs = [run.log for run in runs]
         lrs = [log.lr(step) for log in logs]
         if runs[0].batches.full_batch:  # one batch, the whole training set, for every run
