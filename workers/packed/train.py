@@ -31,12 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from workers.activations import activation_stats
-from workers.config import RunConfig
+from workers.config import GradClip, RunConfig
 from workers.errors import Unpackable
 from workers.packed.evidence import activation_stats_packed, evaluate_packed
 from workers.packed.grouping import pack_key, pack_refusal, packable
 from workers.packed.model import PackedModel
-from workers.packed.optim import create_packed_optimizer
+from workers.packed.optim import PackedOptimizer, create_packed_optimizer
 from workers.tasks import TaskData, batched_loss_fn, create_task, loss_fn
 from workers.train import (
     Minibatches,
@@ -220,32 +220,8 @@ def train_packed(
         leaving = {p for p, log in enumerate(logs) if log.diverges(step, values[p])}
         grads = list(torch.autograd.grad(losses.sum(), packed.params))
 
-        logging = [log.logging(step) for log in logs]
-        per_tensor: list[list[float] | None] = [None] * len(runs)
-        need_norm = [log.needs_grad_norm(step) for log in logs]
-        if any(need_norm):
-            # Per-run, per-tensor gradient norms: one (R, tensors) table, one sync.
-            table = torch.stack([g.flatten(1).norm(dim=1) for g in grads], 1).tolist()
-            per_tensor = [row if need else None for row, need in zip(table, need_norm, strict=True)]
-        decided = [log.clip_factor(n) for log, n in zip(logs, per_tensor, strict=True)]
-        clipped = [factor is not None for _, factor in decided]
-        _clip(runs, grads, [factor for _, factor in decided], clipped)
-
-        before = [p.detach().clone() for p in packed.params] if any(logging) else None
-        optimizer.step(packed.params, grads, torch.tensor(lrs, dtype=dtype, device=device))
-        update_norms: list[list[float] | None] = [None] * len(runs)
-        weight_norms: list[list[float] | None] = [None] * len(runs)
-        if before is not None:
-            weights = [p.detach() for p in packed.params]
-            norms = [(b - w).flatten(1).norm(dim=1) for b, w in zip(before, weights, strict=True)]
-            table = torch.stack(norms + [w.flatten(1).norm(dim=1) for w in weights], 1).tolist()
-            n = len(weights)
-            update_norms = [
-                row[:n] if log else None for row, log in zip(table, logging, strict=True)
-            ]
-            weight_norms = [
-                row[n:] if log else None for row, log in zip(table, logging, strict=True)
-            ]
+        lr = torch.tensor(lrs, dtype=dtype, device=device)
+        measured = _clip_step_measure(step, logs, grads, packed, optimizer, lr)
 
         evaluation = _Evaluation(packed, data, batched_loss, classify, stats_batch)
         for position, run in enumerate(runs):
@@ -256,11 +232,11 @@ def train_packed(
                     step,
                     values[position],
                     lrs[position],
-                    per_tensor=per_tensor[position],
-                    grad_norm=decided[position][0],
-                    clipped=clipped[position],
-                    update_norms=update_norms[position],
-                    weight_norms=weight_norms[position],
+                    per_tensor=measured.per_tensor[position],
+                    grad_norm=measured.grad_norms[position],
+                    clipped=measured.clipped[position],
+                    update_norms=measured.update_norms[position],
+                    weight_norms=measured.weight_norms[position],
                     evaluate=partial(evaluation.test, position),
                     activations=partial(evaluation.activations, position),
                 )
@@ -348,8 +324,60 @@ def _fails(run: _Run, fn: Callable[..., object], *args: Any) -> bool:
     return run.error is not None
 
 
+@dataclass
+class _Measured:
+    """What a step measured for each run's record (None where a run does not log it)."""
+
+    per_tensor: list[list[float] | None]  # gradient norms per tensor, before clipping
+    grad_norms: list[float | None]
+    clipped: list[bool]
+    update_norms: list[list[float] | None]  # per tensor: |θ_t - θ_{t+1}|
+    weight_norms: list[list[float] | None]  # per tensor: |θ_{t+1}|
+
+
+def _clip_step_measure(
+    step: int,
+    logs: list[RunLog],
+    grads: list[Tensor],
+    packed: PackedModel,
+    optimizer: PackedOptimizer,
+    lr: Tensor,
+) -> _Measured:
+    """Each run's gradient norms and clipping decision (its RunLog's, as a single run's),
+    the clipping, the optimizer step, and the update and weight norms of logging runs."""
+    runs = len(logs)
+    logging = [log.logging(step) for log in logs]
+    per_tensor: list[list[float] | None] = [None] * runs
+    need_norm = [log.needs_grad_norm(step) for log in logs]
+    if any(need_norm):
+        # Per-run, per-tensor gradient norms: one (R, tensors) table, one sync.
+        table = torch.stack([g.flatten(1).norm(dim=1) for g in grads], 1).tolist()
+        per_tensor = [row if need else None for row, need in zip(table, need_norm, strict=True)]
+    decided = [log.clip_factor(n) for log, n in zip(logs, per_tensor, strict=True)]
+    clipped = [factor is not None for _, factor in decided]
+    clips = [log.config.grad_clip for log in logs]
+    _clip(clips, grads, [factor for _, factor in decided], clipped)
+
+    before = [p.detach().clone() for p in packed.params] if any(logging) else None
+    optimizer.step(packed.params, grads, lr)
+    update_norms: list[list[float] | None] = [None] * runs
+    weight_norms: list[list[float] | None] = [None] * runs
+    if before is not None:  # θ_t - θ_{t+1} and θ_{t+1}: one (R, 2 x tensors) table
+        weights = [p.detach() for p in packed.params]
+        norms = [(b - w).flatten(1).norm(dim=1) for b, w in zip(before, weights, strict=True)]
+        table = torch.stack(norms + [w.flatten(1).norm(dim=1) for w in weights], 1).tolist()
+        n = len(weights)
+        update_norms = [row[:n] if log else None for row, log in zip(table, logging, strict=True)]
+        weight_norms = [row[n:] if log else None for row, log in zip(table, logging, strict=True)]
+    grad_norms = [norm for norm, _ in decided]
+    return _Measured(per_tensor, grad_norms, clipped, update_norms, weight_norms)
+
+
 def _clip(
-    runs: list[_Run], grads: list[Tensor], factors: list[float | None], clipped: list[bool]
+    clips: list[GradClip | None],
+    grads: list[Tensor],
+    factors: list[float | None],
+    clipped: list[bool],
 ) -> None:
     """Clip the stacked gradients in place of the list: norm clipping by per-run factors (1
     where a run does not clip), value clipping by per-run thresholds (inf where a run does
@@ -359,7 +387,6 @@ def _clip(
         scale = torch.tensor([1.0 if f is None else f for f in factors], dtype=like.dtype)
         scale = scale.to(like.device)
         grads[:] = [g * scale.view(-1, *([1] * (g.dim() - 1))) for g in grads]
-    clips = [r.config.grad_clip for r in runs]
     if any(c is not None and c.mode == "value" for c in clips):
         inf = float("inf")
         bound = torch.tensor(
