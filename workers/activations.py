@@ -106,22 +106,34 @@ def activation_stats(model: nn.Module, x: Tensor) -> dict[str, dict[str, float]]
 
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, NONLINEARITIES):
-            kind = "nonlinearity"
-        elif isinstance(module, BLOCKS):
-            kind = "block"
-        elif isinstance(module, WEIGHTED):
-            kind = "weighted"
-        else:
-            continue
-        handles.append(module.register_forward_hook(hook_for(name, kind)))
+        kind = layer_kind(module)
+        if kind is not None:
+            handles.append(module.register_forward_hook(hook_for(name, kind)))
     try:
         with _eval_mode(model), torch.no_grad():
             model(x)
     finally:
         for handle in handles:
             handle.remove()
+    return select_stats(seen)
 
+
+def layer_kind(module: nn.Module) -> str | None:
+    """How a module's output counts (see the module docstring), or None when it does not."""
+    if isinstance(module, NONLINEARITIES):
+        return "nonlinearity"
+    if isinstance(module, BLOCKS):
+        return "block"
+    if isinstance(module, WEIGHTED):
+        return "weighted"
+    return None
+
+
+def select_stats(
+    seen: list[tuple[str, str, dict[str, float]]],
+) -> dict[str, dict[str, float]]:
+    """The reported layers of (key, kind, stats) in forward order: the nonlinearities and
+    blocks and the last weighted layer, or every weighted layer in a model with neither."""
     has_marks = any(kind != "weighted" for _, kind, _ in seen)
     last_weighted = next((key for key, kind, _ in reversed(seen) if kind == "weighted"), None)
     return {

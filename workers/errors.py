@@ -18,3 +18,7 @@ class UnknownName(WorkerError, KeyError):
 
 class Stopped(WorkerError):
     """Training was told to stop (lease lost or run cancelled)."""
+
+
+class Unpackable(WorkerError, ValueError):
+    """Runs handed to the packed executor that cannot train as one pack."""

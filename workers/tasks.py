@@ -240,3 +240,19 @@ def loss_fn(kind: str, task_loss: str | None = None) -> Callable[[Tensor, Tensor
     if kind == "mse":
         return _mse_one_hot if task_loss == "cross_entropy" else _mse
     raise UnknownName("loss", kind, ["cross_entropy", "mse"])
+
+
+def batched_loss_fn(kind: str, task_loss: str | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """`loss_fn(kind, task_loss)` over a leading run dimension: outputs (R, B, ...) and
+    targets (R, B, ...) to each run's mean loss (R,). The same as
+    torch.vmap(loss_fn(kind, task_loss)) (tests/workers/test_packed.py checks it), with
+    cross-entropy computed directly: under vmap it runs as a Python decomposition."""
+    single = loss_fn(kind, task_loss)
+    if single is not torch.nn.functional.cross_entropy:
+        return torch.vmap(single)
+
+    def cross_entropy(out: Tensor, y: Tensor) -> Tensor:
+        flat = torch.nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
+        return flat.view(y.shape).mean(1)
+
+    return cross_entropy

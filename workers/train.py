@@ -99,9 +99,21 @@ def build(config: RunConfig, device: torch.device) -> tuple[TaskData, nn.Module]
     dtype = getattr(torch, config.dtype)
     torch.manual_seed(config.seed)
     data = create_task(config.task).to(device, dtype)
+    return data, _initialized(config, data, device)
+
+
+def init_model(config: RunConfig, data: TaskData, device: torch.device) -> nn.Module:
+    """The initialized model of a config over task data built once for several runs (a
+    pack): the same weights `build` gives, since the built-in tasks draw from their own
+    generators (tasks.DATA_SEED), never from the global one that seeds the init."""
+    torch.manual_seed(config.seed)
+    return _initialized(config, data, device)
+
+
+def _initialized(config: RunConfig, data: TaskData, device: torch.device) -> nn.Module:
     model = create_model(config.architecture, config.normalization, data)
     apply_init(model, config.init, activation_of(config.architecture))
-    return data, model.to(device, dtype)
+    return model.to(device, getattr(torch, config.dtype))
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -136,7 +148,11 @@ def evaluate(
     return total / len(x), (correct / len(x) if classify else None)
 
 
-def environment(config: RunConfig, device: torch.device) -> dict[str, Any]:
+def environment(
+    config: RunConfig, device: torch.device, execution: str = "single"
+) -> dict[str, Any]:
+    """Where and how the run was computed. `execution`: "single" (its own loop, `train`) or
+    "packed(n=N)" (one of N runs trained as one batched computation, workers/packed)."""
     env = {
         "torch": torch.__version__,
         "device": str(device),
@@ -144,10 +160,262 @@ def environment(config: RunConfig, device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "host": platform.node(),
         "python": platform.python_version(),
+        "execution": execution,
     }
     if device.type == "cuda":
         env["cuda_device"] = torch.cuda.get_device_name(device)
     return env
+
+
+class Minibatches:
+    """A run's minibatch stream: sampling with replacement from a generator seeded with the
+    run's seed, so batch t is a function of (seed, t) only, whatever happened before and
+    however the run is executed (alone or in a pack)."""
+
+    def __init__(self, config: RunConfig, n_train: int, device: torch.device) -> None:
+        budget = config.budget
+        self.full_batch = budget.full_batch  # exact gradient descent on the training loss
+        self.size = n_train if budget.full_batch else min(budget.batch_size, n_train)
+        self.n_train, self.device = n_train, device
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    def next(self) -> Tensor | None:
+        """Indices (size,) of the next batch; None under full_batch (the whole set)."""
+        if self.full_batch:
+            return None
+        return torch.randint(
+            0, self.n_train, (self.size,), generator=self.generator, device=self.device
+        )
+
+    def ahead(self, steps: int) -> Tensor:
+        """The indices of the next `steps` batches at once, (steps, size): on the CPU the
+        numbers `steps` calls of next() give (its generator fills a tensor in order; CUDA's
+        does not, so there call next() each step). Not under full_batch."""
+        assert not self.full_batch and self.device.type == "cpu"
+        return torch.randint(
+            0, self.n_train, (steps, self.size), generator=self.generator, device=self.device
+        )
+
+
+class RunLog:
+    """One run's record as it trains: learning rate, divergence stop, clipping decision,
+    per-step evidence rows, plateau tracking, probe points, the pruner, and the result.
+
+    The single loop (`train`) and the packed executor (workers/packed) compute a step in
+    different ways and hand this the same numbers, so a run's evidence, stops and result do
+    not depend on how it was executed.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        hooks: TrainHooks,
+        names: list[str],
+        init_stats: dict[str, dict[str, float]],
+    ) -> None:
+        self.config, self.hooks, self.names = config, hooks, names
+        self.init_stats = init_stats  # activation statistics at initialization
+        self.tracker = PlateauTracker(target=config.target.loss, **config.plateau.model_dump())
+        self.losses: list[float] = []  # every step's training loss
+        self.grad_norms: dict[int, float] = {}  # logged steps
+        self.update_norms: dict[int, float] = {}
+        self.rows: list[dict[str, Any]] = []  # not yet handed to hooks.on_metrics
+        self.clipped_steps = 0
+        self.plateau_probes = 0
+        self.pruned_step: int | None = None
+        self.diverged_step: int | None = None
+        self._above_since: int | None = None  # first step of the stretch above the bound
+
+    @property
+    def wants_probes(self) -> bool:
+        probes = self.config.probes
+        return self.hooks.on_probe is not None and bool(probes.at or probes.every)
+
+    def flush(self) -> None:
+        if self.rows and self.hooks.on_metrics is not None:
+            self.hooks.on_metrics(list(self.rows))
+        self.rows.clear()
+
+    def check_stop(self, step: int) -> None:
+        """Raise Stopped (after handing over the rows so far) when the caller says stop."""
+        if self.hooks.should_stop is not None and self.hooks.should_stop():
+            self.flush()
+            raise Stopped(f"stopped at step {step}")
+
+    def lr(self, step: int) -> float:
+        optimizer = self.config.optimizer
+        return optimizer.lr * lr_factor(optimizer.schedule, step, self.config.budget.steps)
+
+    def logging(self, step: int) -> bool:
+        budget = self.config.budget
+        return step % budget.log_every == 0 or step == budget.steps - 1
+
+    def needs_grad_norm(self, step: int) -> bool:
+        clip = self.config.grad_clip
+        return self.logging(step) or (clip is not None and clip.mode == "norm")
+
+    def diverges(self, step: int, loss_value: float) -> bool:
+        """True when the run stops as diverged at this step's loss (before its update)."""
+        # Cross-entropy stays finite as logits blow up, so "non-finite" alone misses most
+        # divergences: a loss held far above where it started counts too (config.Divergence).
+        first_loss = self.losses[0] if self.losses else loss_value
+        if not math.isfinite(loss_value):
+            self.diverged_step = step
+            return True
+        divergence = self.config.divergence
+        if loss_value > divergence.factor * max(first_loss, 1e-12):
+            self._above_since = step if self._above_since is None else self._above_since
+            if step - self._above_since + 1 >= divergence.patience:
+                self.diverged_step = self._above_since
+                return True
+        else:
+            self._above_since = None
+        return False
+
+    def clip_factor(self, per_tensor: list[float] | None) -> tuple[float | None, float | None]:
+        """(global gradient norm, the factor norm clipping scales the gradients by this step,
+        or None when it does not) from the per-tensor gradient norms."""
+        grad_norm = math.sqrt(sum(x * x for x in per_tensor)) if per_tensor else None
+        clip = self.config.grad_clip
+        if clip is not None and clip.mode == "norm":
+            assert grad_norm is not None
+            if grad_norm > clip.threshold:
+                return grad_norm, clip.threshold / (grad_norm + 1e-6)
+        return grad_norm, None
+
+    def step_done(
+        self,
+        step: int,
+        loss_value: float,
+        lr: float,
+        *,
+        per_tensor: list[float] | None,
+        grad_norm: float | None,
+        clipped: bool,
+        update_norms: list[float] | None,
+        weight_norms: list[float] | None,
+        evaluate: Callable[[], tuple[float, float | None]],
+        activations: Callable[[], dict[str, dict[str, float]]],
+    ) -> list[str] | None:
+        """Record a step taken: its loss, and on logged steps its evidence row (norms per
+        tensor, before and after the update; `evaluate` and `activations` are called on
+        evaluation steps). Returns the probe triggers the step fires, or None when a study's
+        pruner stopped the run here."""
+        config, hooks = self.config, self.hooks
+        self.clipped_steps += clipped
+        self.losses.append(loss_value)
+        entered_plateau = self.tracker.update(loss_value)
+        if (
+            hooks.on_report is not None
+            and step > 0
+            and step % hooks.report_every == 0
+            and self.tracker.reached is None
+            and hooks.on_report(step, self.tracker.smoothed[-1], self.tracker.current())
+        ):
+            self.pruned_step = step
+            return None
+        if self.logging(step):
+            assert per_tensor is not None and grad_norm is not None
+            assert update_norms is not None and weight_norms is not None
+            self.grad_norms[step] = grad_norm
+            update_total_sq = sum(x * x for x in update_norms)
+            weight_total_sq = sum(x * x for x in weight_norms)
+            layer_sq: dict[str, float] = {}
+            for name, norm in zip(self.names, per_tensor, strict=True):
+                layer_sq[name] = layer_sq.get(name, 0.0) + norm * norm
+            self.update_norms[step] = math.sqrt(update_total_sq)
+            row: dict[str, Any] = {
+                "step": step,
+                "loss": loss_value,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "update_norm": self.update_norms[step],
+                "param_norm": math.sqrt(weight_total_sq),
+                "clipped": clipped,
+                "layer_grad_norms": {k: math.sqrt(v) for k, v in layer_sq.items()},
+                "eval_loss": None,
+                "eval_accuracy": None,
+                "activation_stats": None,
+            }
+            budget = config.budget
+            if step % budget.eval_every == 0 or step == budget.steps - 1:
+                row["eval_loss"], row["eval_accuracy"] = evaluate()
+                row["activation_stats"] = self.init_stats if step == 0 else activations()
+            self.rows.append(row)
+            if len(self.rows) >= hooks.flush_rows:
+                self.flush()
+        triggers = []
+        probes = config.probes
+        if (
+            entered_plateau
+            and "plateau" in probes.at
+            and self.plateau_probes < probes.max_plateau_probes
+        ):
+            self.plateau_probes += 1
+            triggers.append("plateau")
+        if probes.every is not None and step > 0 and step % probes.every == 0:
+            triggers.append("every")
+        return triggers
+
+    def settle(self, final_loss: float) -> bool:
+        """After the final evaluation of a run that did not diverge on the way: False, and
+        diverged at its last step, when the end state's training loss is not finite."""
+        if not math.isfinite(final_loss):
+            self.diverged_step = len(self.losses)
+            return False
+        return True
+
+    def result(
+        self,
+        final: tuple[float, float, float | None] | None,
+        environment: dict[str, Any],
+        seconds: float,
+    ) -> TrainResult:
+        """The TrainResult; `final`: (training loss, test loss, test accuracy) at the end."""
+        config, losses = self.config, self.losses
+        analysis = detect_plateaus(
+            losses,
+            target=config.target.loss,
+            thresholds=config.plateau.model_dump(),
+            grad_norms=self.grad_norms,
+        )
+        steps_done = len(losses)
+        diverged = self.diverged_step is not None
+        final_loss = test_loss = test_acc = None
+        if final is not None and not diverged:
+            final_loss, test_loss, test_acc = final
+        steps_to_target = analysis["steps_to_target"]
+        return TrainResult(
+            outcome="diverged" if diverged else "succeeded",
+            steps_done=steps_done,
+            final_loss=final_loss,
+            test_loss=test_loss,
+            test_accuracy=test_acc,
+            reached_target=steps_to_target is not None,
+            steps_to_target=steps_to_target,
+            plateau_fraction=analysis["plateau_fraction"],
+            longest_plateau=analysis["longest_plateau"],
+            plateaus={
+                "segments": analysis["segments"],
+                "escaped": analysis["escaped"],
+                "thresholds": analysis["thresholds"],
+            },
+            clip_fraction=(
+                self.clipped_steps / max(1, steps_done) if config.grad_clip is not None else None
+            ),
+            diverged_step=self.diverged_step,
+            pruned_step=self.pruned_step,
+            environment=environment,
+            seconds=seconds,
+            losses=losses,
+            grad_norms=self.grad_norms,
+            update_norms=self.update_norms,
+        )
+
+
+def flat_parameters(model: nn.Module) -> Tensor:
+    """The trainable parameters as one flat copy (a probe's `init_params`)."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
 
 
 def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
@@ -165,203 +433,84 @@ def train(config: RunConfig, hooks: TrainHooks | None = None) -> TrainResult:
     params = [p for p in model.parameters() if p.requires_grad]
     weights = [p.detach() for p in params]
     before = [torch.empty_like(w) for w in weights]  # reused buffer for the update norm
-    names = layer_names(model)
     clip = config.grad_clip
-    budget = config.budget
-    batch_gen = torch.Generator(device=device).manual_seed(config.seed)
-    tracker = PlateauTracker(target=config.target.loss, **config.plateau.model_dump())
-    probe_every = config.probes.every
-
-    losses: list[float] = []
-    grad_norms: dict[int, float] = {}
-    update_norms: dict[int, float] = {}
-    rows: list[dict[str, Any]] = []
-    clipped_steps = 0
-    plateau_probes = 0
-    pruned_step: int | None = None
-    diverged_step: int | None = None
-    n_train = len(data.x_train)
-    batch_size = n_train if budget.full_batch else min(budget.batch_size, n_train)
-    base_lr = config.optimizer.lr
-    divergence = config.divergence
-    above_since: int | None = None  # first step of the current stretch above the bound
-
-    def flush() -> None:
-        if rows and hooks.on_metrics is not None:
-            hooks.on_metrics(list(rows))
-        rows.clear()
-
-    wants_probes = hooks.on_probe is not None and (config.probes.at or probe_every)
-    init_params = (
-        torch.cat([p.detach().reshape(-1) for p in params]).clone()
-        if wants_probes
-        else torch.empty(0)
-    )
+    batches = Minibatches(config, len(data.x_train), device)
+    # Per-layer activation statistics on a fixed batch (the first 256 training samples): at
+    # initialization, then at every evaluation step.
+    stats_batch = data.x_train[:256]
+    log = RunLog(config, hooks, layer_names(model), activation_stats(model, stats_batch))
+    init_params = flat_parameters(model).clone() if log.wants_probes else torch.empty(0)
 
     def probe(step: int, trigger: str) -> None:
         if hooks.on_probe is not None:
             hooks.on_probe(ProbeContext(step, trigger, model, data, loss, init_params))
 
-    # Per-layer activation statistics on a fixed batch (the first 256 training samples): at
-    # initialization, then at every evaluation step.
-    stats_batch = data.x_train[:256]
-    init_stats = activation_stats(model, stats_batch)
+    def evaluate_test() -> tuple[float, float | None]:
+        return evaluate(model, data.x_test, data.y_test, loss, classify=classify)
 
     model.train()
-    step = 0
-    for step in range(budget.steps):
-        if hooks.should_stop is not None and hooks.should_stop():
-            flush()
-            raise Stopped(f"stopped at step {step}")
-        lr = base_lr * lr_factor(config.optimizer.schedule, step, budget.steps)
+    for step in range(config.budget.steps):
+        log.check_stop(step)
+        lr = log.lr(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-
-        if budget.full_batch:  # exact gradient descent on the training loss
-            x_batch, y_batch = data.x_train, data.y_train
-        else:
-            # Sampling with replacement from a seeded generator: batch t is a function of
-            # (seed, t) only, whatever happened before.
-            idx = torch.randint(0, n_train, (batch_size,), generator=batch_gen, device=device)
-            x_batch, y_batch = data.x_train[idx], data.y_train[idx]
-        out = model(x_batch)
-        batch_loss = loss(out, y_batch)
+        idx = batches.next()
+        x_batch, y_batch = (
+            (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
+        )
+        batch_loss = loss(model(x_batch), y_batch)
         loss_value = float(batch_loss.detach())
-        # Cross-entropy stays finite as logits blow up, so "non-finite" alone misses most
-        # divergences: a loss held far above where it started counts too (config.Divergence).
-        first_loss = losses[0] if losses else loss_value
-        if not math.isfinite(loss_value):
-            diverged_step = step
+        if log.diverges(step, loss_value):
             break
-        if loss_value > divergence.factor * max(first_loss, 1e-12):
-            above_since = step if above_since is None else above_since
-            if step - above_since + 1 >= divergence.patience:
-                diverged_step = above_since
-                break
-        else:
-            above_since = None
         optimizer.zero_grad(set_to_none=True)
         batch_loss.backward()
 
-        logging = step % budget.log_every == 0 or step == budget.steps - 1
+        logging = log.logging(step)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        need_norm = logging or (clip is not None and clip.mode == "norm")
         # Per-tensor gradient norms as Python floats: one reduction kernel and one sync.
-        per_tensor = torch.stack(torch._foreach_norm(grads)).tolist() if need_norm else None
-        grad_norm = math.sqrt(sum(x * x for x in per_tensor)) if per_tensor else None
-        clipped = False
-        if clip is not None and clip.mode == "norm":
-            assert grad_norm is not None
-            if grad_norm > clip.threshold:
-                torch._foreach_mul_(grads, clip.threshold / (grad_norm + 1e-6))
-                clipped = True
-        elif clip is not None:
+        per_tensor = (
+            torch.stack(torch._foreach_norm(grads)).tolist() if log.needs_grad_norm(step) else None
+        )
+        grad_norm, factor = log.clip_factor(per_tensor)
+        clipped = factor is not None
+        if factor is not None:
+            torch._foreach_mul_(grads, factor)
+        elif clip is not None and clip.mode == "value":
             clipped = any(bool((g.abs() > clip.threshold).any()) for g in grads)
             torch._foreach_clamp_min_(grads, -clip.threshold)
             torch._foreach_clamp_max_(grads, clip.threshold)
-        clipped_steps += clipped
 
         if logging:  # keep θ_t to measure the update θ_{t+1} - θ_t
             torch._foreach_copy_(before, weights)
         optimizer.step()
-
-        losses.append(loss_value)
-        entered_plateau = tracker.update(loss_value)
-        if (
-            hooks.on_report is not None
-            and step > 0
-            and step % hooks.report_every == 0
-            and tracker.reached is None
-            and hooks.on_report(step, tracker.smoothed[-1], tracker.current())
-        ):
-            pruned_step = step
-            break
+        update_norms = weight_norms = None
         if logging:
-            assert per_tensor is not None and grad_norm is not None
-            grad_norms[step] = grad_norm
             torch._foreach_sub_(before, weights)  # now θ_t - θ_{t+1}: same norm as the update
             # One kernel for the update and weight norms, one conversion to Python for both.
             norms = torch.stack(torch._foreach_norm(before + weights)).tolist()
-            n = len(weights)
-            per_param_sq = [x * x for x in per_tensor]
-            update_total_sq = sum(x * x for x in norms[:n])
-            weight_total_sq = sum(x * x for x in norms[n:])
-            layer_sq: dict[str, float] = {}
-            for name, sq in zip(names, per_param_sq, strict=True):
-                layer_sq[name] = layer_sq.get(name, 0.0) + sq
-            update_norms[step] = math.sqrt(update_total_sq)
-            row: dict[str, Any] = {
-                "step": step,
-                "loss": loss_value,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "update_norm": update_norms[step],
-                "param_norm": math.sqrt(weight_total_sq),
-                "clipped": clipped,
-                "layer_grad_norms": {k: math.sqrt(v) for k, v in layer_sq.items()},
-                "eval_loss": None,
-                "eval_accuracy": None,
-                "activation_stats": None,
-            }
-            if step % budget.eval_every == 0 or step == budget.steps - 1:
-                row["eval_loss"], row["eval_accuracy"] = evaluate(
-                    model, data.x_test, data.y_test, loss, classify=classify
-                )
-                row["activation_stats"] = (
-                    init_stats if step == 0 else activation_stats(model, stats_batch)
-                )
-            rows.append(row)
-            if len(rows) >= hooks.flush_rows:
-                flush()
-        if (
-            entered_plateau
-            and "plateau" in config.probes.at
-            and plateau_probes < config.probes.max_plateau_probes
-        ):
-            plateau_probes += 1
-            probe(step, "plateau")
-        if probe_every is not None and step > 0 and step % probe_every == 0:
-            probe(step, "every")
-    flush()
+            update_norms, weight_norms = norms[: len(weights)], norms[len(weights) :]
+        triggers = log.step_done(
+            step,
+            loss_value,
+            lr,
+            per_tensor=per_tensor,
+            grad_norm=grad_norm,
+            clipped=clipped,
+            update_norms=update_norms,
+            weight_norms=weight_norms,
+            evaluate=evaluate_test,
+            activations=lambda: activation_stats(model, stats_batch),
+        )
+        if triggers is None:
+            break
+        for trigger in triggers:
+            probe(step, trigger)
+    log.flush()
 
-    steps_done = len(losses)
-    diverged = diverged_step is not None
-    final_loss = test_loss = test_acc = None
-    if not diverged:
+    final = None
+    if log.diverged_step is None:
         final_loss, _ = evaluate(model, data.x_train, data.y_train, loss, classify=classify)
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, loss, classify=classify)
-        if not math.isfinite(final_loss):
-            diverged, diverged_step = True, steps_done
-        elif "end" in config.probes.at:
-            probe(steps_done, "end")
-    analysis = detect_plateaus(
-        losses,
-        target=config.target.loss,
-        thresholds=config.plateau.model_dump(),
-        grad_norms=grad_norms,
-    )
-    steps_to_target = analysis["steps_to_target"]
-    return TrainResult(
-        outcome="diverged" if diverged else "succeeded",
-        steps_done=steps_done,
-        final_loss=final_loss if not diverged else None,
-        test_loss=test_loss if not diverged else None,
-        test_accuracy=test_acc if not diverged else None,
-        reached_target=steps_to_target is not None,
-        steps_to_target=steps_to_target,
-        plateau_fraction=analysis["plateau_fraction"],
-        longest_plateau=analysis["longest_plateau"],
-        plateaus={
-            "segments": analysis["segments"],
-            "escaped": analysis["escaped"],
-            "thresholds": analysis["thresholds"],
-        },
-        clip_fraction=(clipped_steps / max(1, steps_done)) if clip is not None else None,
-        diverged_step=diverged_step,
-        pruned_step=pruned_step,
-        environment=environment(config, device),
-        seconds=time.perf_counter() - started,
-        losses=losses,
-        grad_norms=grad_norms,
-        update_norms=update_norms,
-    )
+        final = (final_loss, *evaluate_test())
+        if log.settle(final_loss) and "end" in config.probes.at:
+            probe(len(log.losses), "end")
+    return log.result(final, environment(config, device), time.perf_counter() - started)
