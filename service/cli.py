@@ -154,6 +154,12 @@ def _metrics() -> tuple[str, ...]:
 FIGURE_FORMATS = ("svg", "png", "pdf")
 
 
+def sweep_axes() -> tuple[str, ...]:
+    from service.figures.sweep import AXES
+
+    return AXES
+
+
 def field_path(loc: tuple[int | str, ...]) -> str:
     """A field's location in a spec: ("optimizers", 0, "lr") -> optimizers.0.lr."""
     return ".".join(str(part) for part in loc)
@@ -835,7 +841,25 @@ def leaderboard(
 
 @app.command()
 def plot(
-    run_id: int = typer.Argument(..., metavar="RUN_ID"),
+    run_id: int = typer.Argument(None, metavar="[RUN_ID]", help="a run's figures"),
+    sweep: int = typer.Option(
+        None, "--sweep", help="a sweep's figures instead (its page's charts)"
+    ),
+    study: int = typer.Option(
+        None, "--study", help="a study's figures instead (its page's charts)"
+    ),
+    compare: str = typer.Option(
+        None, "--compare", help="the compare page's figure for these runs, e.g. 3,7,12"
+    ),
+    by: str = typer.Option(
+        None,
+        "--by",
+        help="with --sweep: the axis to colour and group runs by",
+        callback=one_of("--by", "axis", sweep_axes),
+    ),
+    probe: int = typer.Option(
+        None, "--probe", help="with RUN_ID: which probe (0 = first, -1 = last; default last)"
+    ),
     out: str = typer.Option(".", "-o", "--out", help="directory for the figures"),
     fmt: str = typer.Option(
         "svg",
@@ -845,26 +869,58 @@ def plot(
     ),
     url: str = typer.Option(None, help="a plateau service; default: read DATABASE_URL"),
 ) -> None:
-    """Write a run's figures, the run page's charts from the same Vega-Lite specs (loss with
-    plateaus, gradient norms by layer, lr and clipping, test accuracy or loss, Hessian
-    eigenvalues, and for the last probe: density, slices, surface, interpolation), as files
-    for papers and reports."""
+    """Write the charts of a run's page (or with --sweep, --study or --compare, of that
+    page) as files for papers and reports: the very Vega-Lite specs the pages draw, rendered
+    offline. A run's: loss with plateaus, gradient norms by layer, lr and clipping, test
+    accuracy or loss, Hessian eigenvalues, and for one probe density, slices, surface and
+    interpolation."""
     from pathlib import Path
 
     from db.errors import DBError
-    from service import figures, runs
-    from service.figures.run import run_figures
+    from service import figures
+    from service.figures import sets
 
-    if url:
-        detail = _request("GET", f"{url}/api/v1/runs/{run_id}").json()
-        probes = _request("GET", f"{url}/api/v1/runs/{run_id}/probes").json()["data"]
-    else:
+    chosen = [name for name, v in (("RUN_ID", run_id), ("--sweep", sweep), ("--study", study),
+                                   ("--compare", compare)) if v is not None]  # fmt: skip
+    if len(chosen) != 1:
+        raise fail("give one of RUN_ID, --sweep, --study or --compare" +
+                   (f" (got {', '.join(chosen)})" if chosen else ""))  # fmt: skip
+    ids: list[int] = []
+    if compare is not None:
         try:
-            detail, probes = runs.run_from_db(get_settings().database_url, run_id)
+            ids = list(dict.fromkeys(int(part) for part in compare.split(",")))
+        except ValueError as e:
+            raise fail(f"--compare: expected run ids separated by commas, got {compare!r}") from e
+    if url:
+        routes: dict[str, tuple[str, dict[str, Any], str]] = {
+            "RUN_ID": (f"runs/{run_id}/figures", {"probe": probe}, f"run{run_id}"),
+            "--sweep": (f"sweeps/{sweep}/figures", {"by": by}, f"sweep{sweep}"),
+            "--study": (f"studies/{study}/figures", {}, f"study{study}"),
+            "--compare": (
+                "figures/compare",
+                {"runs": ",".join(map(str, ids))},
+                "compare" + "-".join(map(str, ids)),
+            ),
+        }
+        endpoint, params, prefix = routes[chosen[0]]
+        query = {k: v for k, v in params.items() if v is not None}
+        specs = _request("GET", f"{url}/api/v1/{endpoint}", params=query).json()["figures"]
+    else:
+        db = get_settings().database_url
+        try:
+            if run_id is not None:
+                prefix, specs = sets.run_set(db, run_id, probe)
+            elif sweep is not None:
+                prefix, specs = sets.sweep_set(db, sweep, by)
+            elif study is not None:
+                prefix, specs = sets.study_set(db, study)
+            else:
+                prefix, specs = sets.compare_set(db, ids)
+        except IndexError as e:
+            raise fail(f"--probe: run {run_id} has no probe {probe}") from e
         except (LookupError, DBError) as e:
             raise fail(str(e).strip("'\"")) from e
-    specs = run_figures(detail, probes)
-    paths = figures.write(specs, Path(out), prefix=f"run{run_id}", fmt=fmt)  # type: ignore[arg-type]
+    paths = figures.write(specs, Path(out), prefix=prefix, fmt=fmt)  # type: ignore[arg-type]
     for path in paths:
         console.print(str(path))
 

@@ -687,3 +687,25 @@ def test_plot_writes_the_figures_of_a_run(migrated_url, tmp_path):
         assert (tmp_path / "figs" / name).read_text().count("<path") > 5, name
     missing = plateau("plot", "999999", "-o", str(tmp_path), url=url, tmp_path=tmp_path)
     assert missing.returncode == 2 and "run 999999 not found" in missing.stderr
+
+    # The other pages' charts, from the same specs their figure endpoints serve.
+    with session_scope(url) as s:
+        sweep_id = s.get(Run, run_id).sweep_id
+    pages = tmp_path / "pages"
+    for args in (("--sweep", str(sweep_id), "--by", "seed"), ("--compare", f"{run_id}")):
+        out = plateau(
+            "plot", *args, "-o", str(pages), "--format", "png", url=url, tmp_path=tmp_path
+        )
+        assert out.returncode == 0, out.stderr
+    names = sorted(p.name for p in pages.iterdir())
+    assert f"compare{run_id}_curves.png" in names, names
+    assert {f"sweep{sweep_id}_{n}.png" for n in ("loss", "plateau", "verdicts")} <= set(names), (
+        names
+    )
+    for args, message in (
+        (("--study", "999999"), "study 999999 not found"),
+        ((str(run_id), "--sweep", str(sweep_id)), "give one of RUN_ID, --sweep"),
+        (("--sweep", str(sweep_id), "--by", "optimiser"), "did you mean 'optimizer'"),
+    ):
+        bad = plateau("plot", *args, "-o", str(pages), url=url, tmp_path=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
