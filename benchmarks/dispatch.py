@@ -31,6 +31,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from machine import cpu, load  # benchmarks/machine.py
 from sqlalchemy import func, select
 
 from db.migrate import upgrade
@@ -88,20 +89,9 @@ def sweep_seconds(settings: Settings, sweep_id: int, *, refill: bool) -> float:
 def machine() -> str:
     import ray
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
     return (
-        f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
-        f"Ray {ray.__version__}; load average {load()}"
+        f"{cpu()}, Python {platform.python_version()}, Ray {ray.__version__}; load average {load()}"
     )
-
-
-def load() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
