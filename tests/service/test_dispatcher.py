@@ -112,6 +112,23 @@ def test_until_and_on_tick_failing_in_an_outage_are_retried_too():
     assert len(stop.waits) == 1  # one failed try, then until() said done
 
 
+def test_a_failed_wait_on_the_tasks_sleeps_the_rest_of_the_poll(monkeypatch):
+    import ray
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("the raylet is gone")
+
+    monkeypatch.setattr(ray, "wait", refused)
+    d = Dispatcher(Settings(database_url="sqlite://", poll_seconds=0.5))
+    d.inflight = {object(): 1}
+    stop = Waits(ticks=5)
+    d.wait_for_room(stop, 0.5)
+    assert len(stop.waits) == 1 and 0 < stop.waits[0] <= 0.5
+    stop = Waits(ticks=0)  # already stopped: no wait at all
+    d.wait_for_room(stop, 0.5)
+    assert stop.waits == []
+
+
 @pytest.fixture
 def queued(migrated_url: str) -> str:
     with session_scope(migrated_url) as s:
