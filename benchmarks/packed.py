@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import torch
+from machine import cpu, load  # benchmarks/machine.py
 
 from workers.config import RunConfig
 from workers.train import TrainHooks, train
@@ -88,16 +89,9 @@ def _warm_packed(_: int) -> None:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
-        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-        f"Python {platform.python_version()}; load average {load}"
+        f"{cpu()}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}; load average {load()}"
     )
 
 
@@ -169,7 +163,7 @@ def main() -> None:
             if a is not None and b is not None
         ]
         print(f"{name}: largest relative difference of a final loss from single: {max(diffs):.1e}")
-    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average after: {load()}")
     print(
         json.dumps(
             {

@@ -10,11 +10,18 @@ Capacity, and why a run never spends an attempt waiting (db/queue.py has the sta
 - A dispatcher hands Ray no more runs than the cluster can start now: at most its free CPUs
   (`ray.available_resources`, asked with a timeout), at most `PLATEAU_CAPACITY` in flight,
   and nothing at all while a run it handed over has not started yet (so a stale view of the
-  free CPUs, or another dispatcher that took them first, costs at most one round).
+  free CPUs, or another dispatcher that took them first, costs at most one round). The CPUs
+  of its own tasks that it has just seen end count as free: Ray's view of the free CPUs
+  lags a task's end by up to ~0.1 s, and a refill on completion would otherwise see none.
 - The run stays `queued` (reserved, renewed every tick) until the Ray task starts it on a
   worker; only then is an attempt counted and a lease taken. Time in Ray's queue, a raylet
   that died, Ray being down: none of it costs an attempt. A task that ends without starting
   its run gives the reservation back.
+
+Between ticks the dispatcher waits on its Ray tasks, not on a clock: the first task to end
+wakes it (at most `poll_seconds` later it ticks anyway, for new runs and the upkeep), so a
+slot is refilled as soon as Ray reports it free. With nothing in flight, or after a failed
+tick, it sleeps as before.
 
 Outages: a tick that fails because the database or Ray is unreachable is retried after a
 capped exponential backoff with jitter, one log line per try (a traceback only for errors
@@ -56,6 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Longest single wait on Ray between ticks: how soon a stop is seen while runs are in flight.
+STOP_CHECK_SECONDS = 0.5
 
 
 class RayUnavailable(Exception):
@@ -119,8 +128,12 @@ class Dispatcher:
         capacity: int | None = None,
         worker_id: str | None = None,
         on_ray_lost: Callable[[RayUnavailable], None] | None = None,
+        refill_on_finish: bool = True,
     ) -> None:
         self.settings = settings
+        # False: a fixed `poll_seconds` between ticks, the behaviour before issue 13, kept as
+        # the baseline of benchmarks/dispatch.py.
+        self._refill_on_finish = refill_on_finish
         self.db_url = settings.database_url
         self.worker_id = worker_id or new_dispatcher_id()
         self._capacity = capacity if capacity is not None else settings.capacity
@@ -161,12 +174,13 @@ class Dispatcher:
             trial,
         )
 
-    def _collect(self) -> None:
-        """Log finished tasks; give back the reservations of runs they did not start."""
+    def _collect(self) -> int:
+        """Log finished tasks; give back the reservations of runs they did not start.
+        Returns the number of tasks that ended (each held one CPU)."""
         import ray
 
         if not self.inflight:
-            return
+            return 0
         done, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
         finished: list[int] = []
         lost: RayUnavailable | None = None
@@ -194,9 +208,11 @@ class Dispatcher:
             )
         if lost is not None:
             raise lost
+        return len(finished)
 
-    def _room(self) -> tuple[int, float]:
-        """(runs to hand Ray now, the cluster's GPUs)."""
+    def _room(self, ended: int = 0) -> tuple[int, float]:
+        """(runs to hand Ray now, the cluster's GPUs). `ended`: tasks of ours just seen to
+        end, whose CPUs Ray's view may still count as taken."""
         waiting: set[int] = set()
         if self.inflight:
             with session_scope(self.db_url) as session:
@@ -212,7 +228,8 @@ class Dispatcher:
         if waiting:  # Ray has not started everything we gave it: it cannot start more now
             return 0, state.gpus
         capacity = self._capacity if self._capacity is not None else max(1, int(state.cpus))
-        return max(0, min(capacity - len(self.inflight), math.floor(state.free_cpus))), state.gpus
+        free = math.floor(state.free_cpus) + ended
+        return max(0, min(capacity - len(self.inflight), free)), state.gpus
 
     def tick(self) -> int:
         """Reap, advance studies, collect, upkeep when due, reserve what the cluster can
@@ -225,9 +242,9 @@ class Dispatcher:
             log.warning("reaped expired leases: %d requeued, %d failed", requeued, failed)
             RUNS_FINISHED.labels(outcome="expired").inc(failed)
         advance_all(self.settings)  # tell Optuna about finished trials, enqueue new ones
-        self._collect()
+        ended = self._collect()
         self.maintain_if_due()  # curve retention, rate-limit counters
-        room, gpus = self._room()
+        room, gpus = self._room(ended)
         if room <= 0:
             return 0
         with session_scope(self.db_url) as session:
@@ -258,6 +275,29 @@ class Dispatcher:
         pruned, purged = maintain(self.settings)
         if pruned is not None and pruned.runs:
             log.info("curves of %d old runs thinned (%d rows)", pruned.runs, pruned.rows)
+
+    def wait_for_room(self, stop: threading.Event, seconds: float) -> None:
+        """Wait `seconds`, or until one of the tasks in flight ends (its slot is free) or
+        `stop` is set."""
+        if not self.inflight or not self._refill_on_finish:
+            stop.wait(seconds)
+            return
+        import ray
+
+        deadline = time.monotonic() + seconds
+        refs = list(self.inflight)
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                done, _ = ray.wait(refs, num_returns=1, timeout=min(left, STOP_CHECK_SECONDS))
+            except Exception as e:  # the next tick asks Ray how it is, and says so
+                log.debug("waiting on the tasks in flight failed: %s", _first_line(e))
+                stop.wait(max(0.0, deadline - time.monotonic()))
+                return
+            if done:
+                return
 
     def run(
         self,
@@ -310,7 +350,10 @@ class Dispatcher:
                     )
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("dispatcher did not finish before its timeout")
-            stop.wait(wait)
+            if failures:  # back off: nothing is refilled while the database or Ray is out
+                stop.wait(wait)
+            else:
+                self.wait_for_room(stop, wait)
 
 
 def start_in_thread(settings: Settings) -> tuple[threading.Thread, threading.Event]:

@@ -1,9 +1,11 @@
 """The dispatcher's rules without a cluster: how much it hands Ray, what its task arguments
-carry, and how it waits out outages (backoff, one log line per try)."""
+carry, and how it waits out outages (backoff, one log line per try); and, on the session's
+local Ray, that a run ending wakes it."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import psycopg
 import pytest
@@ -110,6 +112,23 @@ def test_until_and_on_tick_failing_in_an_outage_are_retried_too():
     assert len(stop.waits) == 1  # one failed try, then until() said done
 
 
+def test_a_failed_wait_on_the_tasks_sleeps_the_rest_of_the_poll(monkeypatch):
+    import ray
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("the raylet is gone")
+
+    monkeypatch.setattr(ray, "wait", refused)
+    d = Dispatcher(Settings(database_url="sqlite://", poll_seconds=0.5))
+    d.inflight = {object(): 1}
+    stop = Waits(ticks=5)
+    d.wait_for_room(stop, 0.5)
+    assert len(stop.waits) == 1 and 0 < stop.waits[0] <= 0.5
+    stop = Waits(ticks=0)  # already stopped: no wait at all
+    d.wait_for_room(stop, 0.5)
+    assert stop.waits == []
+
+
 @pytest.fixture
 def queued(migrated_url: str) -> str:
     with session_scope(migrated_url) as s:
@@ -136,7 +155,7 @@ def offline_dispatcher(url: str, **kw) -> tuple[Dispatcher, list]:
     """A dispatcher whose Ray tasks are recorded, not run."""
     handed: list = []
     d = Dispatcher(Settings(database_url=url, lease_seconds=30), worker_id="d1", **kw)
-    d._collect = lambda: None
+    d._collect = lambda: 0
     d._submit = lambda reservation, gpus: handed.append(reservation) or object()
     return d, handed
 
@@ -246,3 +265,39 @@ def test_a_question_to_ray_is_answered_within_its_timeout_and_shared(monkeypatch
         "lost": True,
     }
     assert "lost" not in ClusterState(ok=True).as_dict()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_run_that_ends_wakes_the_dispatcher_instead_of_the_poll(sqlite_url, local_ray):
+    """Three quick runs one at a time, with a poll far longer than a run: polling alone would
+    take at least 3 polls (one tick to hand each run over after the last one ended)."""
+    from db.migrate import upgrade
+    from service.spec import SweepSpec
+    from service.sweeps import submit_sweep
+
+    upgrade(sqlite_url)
+    spec = SweepSpec.model_validate(
+        {
+            "name": "wake",
+            "task": "digits",
+            "architectures": [{"name": "mlp", "depth": 1, "width": 16}],
+            "optimizers": [{"name": "sgd", "lr": 0.1}],
+            "seeds": [0, 1, 2],
+            "budget": {"steps": 10, "batch_size": 32, "log_every": 5, "eval_every": 10},
+        }
+    )
+    with session_scope(sqlite_url) as s:
+        sweep_id = submit_sweep(session=s, spec=spec, source="api", max_attempts=1).id
+    poll = 10.0
+    d = Dispatcher(Settings(database_url=sqlite_url, poll_seconds=poll), capacity=1)
+
+    def statuses() -> list[str]:
+        with session_scope(sqlite_url) as s:
+            return list(s.scalars(select(Run.status).where(Run.sweep_id == sweep_id)))
+
+    start = time.monotonic()
+    d.run(until=lambda: not {"queued", "running"} & set(statuses()), timeout=6 * poll)
+    took = time.monotonic() - start
+    assert statuses() == ["succeeded"] * 3
+    assert took < 2 * poll, f"3 runs took {took:.1f} s with a poll of {poll:g} s"
