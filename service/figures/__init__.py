@@ -34,19 +34,19 @@ HEIGHT = 240
 SMOOTHING = (0.0, 0.6, 0.9, 0.97)
 SMOOTHING_DEFAULT = 0.6
 
+# The series colours of every chart (Vega-Lite's category range); figures that fix a colour
+# per series (the gradient norms' black "global" first) take them from here too.
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]  # fmt: skip
+
 CONFIG: Spec = {
     "font": "system-ui, -apple-system, 'Segoe UI', sans-serif",
     "axis": {"labelFontSize": 11, "titleFontSize": 12, "titleFontWeight": "normal"},
     "legend": {"labelFontSize": 11, "titleFontSize": 11, "orient": "bottom", "columns": 4},
     "title": {"fontSize": 13, "anchor": "start", "fontWeight": "normal"},
     "view": {"stroke": "#b9c0cb"},
-    "range": {
-        "category": [
-            "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-        ]
-    },
-}  # fmt: skip
+    "range": {"category": PALETTE},
+}
 
 
 def figure(*, title: str | Sequence[str] = "", description: str = "", **spec: Any) -> Spec:

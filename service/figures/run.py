@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.figures import (
+    PALETTE,
     SMOOTHING,
     Spec,
     ema,
@@ -286,10 +287,6 @@ def grad_norm(detail: dict[str, Any]) -> Spec:
         params=[smoothing_param()],
         layer=layers,
     )
-
-
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf"]  # fmt: skip
 
 
 def lr_clip(detail: dict[str, Any]) -> Spec:
