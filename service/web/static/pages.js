@@ -51,8 +51,5 @@ const Pages = (() => {
     );
   }
 
-  const positive = (ys) => ys.some((v) => typeof v === "number" && v > 0)
-    && ys.every((v) => v === null || v === undefined || !Number.isFinite(v) || v > 0);
-
-  return { getJSON, byId, embed, done, positive, fmt };
+  return { getJSON, byId, embed, done, fmt };
 })();
