@@ -61,12 +61,24 @@ Objective = Literal["steps_to_target", "plateau_fraction", "final_loss"]
 SINGLE_OBJECTIVE_SAMPLERS = {"cmaes"}
 
 
+def _pair_or_object(schema: dict[str, Any]) -> None:
+    """LogRange's JSON schema: the object, or the [low, high] pair the README writes."""
+    as_object = {k: v for k, v in schema.items() if k not in ("title", "description")}
+    for key in as_object:
+        del schema[key]
+    positive = {"type": "number", "exclusiveMinimum": 0}
+    pair = {"type": "array", "prefixItems": [positive, positive], "minItems": 2, "maxItems": 2}
+    schema["anyOf"] = [as_object, {**pair, "description": "[low, high]", "examples": [[0.05, 1.0]]}]
+
+
 class LogRange(BaseModel):
     """A log-uniform range [low, high] with 0 < low < high; written as a 2-list."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    low: float = Field(gt=0, description="lower end, > 0")
-    high: float = Field(gt=0, description="upper end, > low")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, json_schema_extra=_pair_or_object
+    )
+    low: float = Field(gt=0, description="lower end, > 0", examples=[0.05])
+    high: float = Field(gt=0, description="upper end, > low", examples=[1.0])
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from db.migrate import ensure_current
 from service import auth
+from service.api import examples
 from service.api.auth import SignInRequired, api_identity, page_identity
 from service.api.errors import install_error_handlers
 from service.api.guards import BodyGuard, SameOriginGuard
@@ -97,4 +98,5 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
         return RedirectResponse(str(target), status_code=303)
 
     install_error_handlers(app, retry_after_seconds=settings.retry_after_seconds)
+    examples.install(app)
     return app

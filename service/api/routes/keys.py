@@ -58,7 +58,9 @@ def create_key(body: KeyCreate, identity: AdminIdentity, session: SessionDep) ->
 
 
 def get_key(
-    prefix: Annotated[str, Path(description="the key's prefix: pb_ and 8 characters")],
+    prefix: Annotated[
+        str, Path(max_length=64, description="the key's prefix: pb_ and 8 characters")
+    ],
     session: SessionDep,
     identity: CurrentIdentity,
 ) -> ApiKey:
