@@ -1,4 +1,5 @@
-"""The dispatcher: reserves queued runs as Ray has room and hands one Ray task per run.
+"""The dispatcher: reserves queued runs as Ray has room and hands them to Ray tasks, a pack
+of runs that train together per task where they pack, one run per task otherwise.
 
 It holds no state that matters: the database is the truth about which run is being
 executed (Ray's own job status can be wrong after head restarts, kuberay#2161). Several
@@ -17,6 +18,13 @@ Capacity, and why a run never spends an attempt waiting (db/queue.py has the sta
   worker; only then is an attempt counted and a lease taken. Time in Ray's queue, a raylet
   that died, Ray being down: none of it costs an attempt. A task that ends without starting
   its run gives the reservation back.
+
+Packs: each free CPU slot takes up to `PLATEAU_PACK_SIZE` runs (16 by default). Reserved
+runs that share data, shapes, batch size and optimizer (`workers.packed.grouping`) are
+split into near-equal packs, as many as there are free slots, and each pack is one Ray task
+(`workers.remote.execute_pack`) that starts, leases, trains and records each of its runs on
+its own; study trials, runs that ask for a GPU and runs that do not pack get a task each.
+Reservations the free slots cannot take this tick are given back at once.
 
 Between ticks the dispatcher waits on its Ray tasks, not on a clock: the first task to end
 wakes it (at most `poll_seconds` later it ticks anyway, for new runs and the upkeep), so a
@@ -137,8 +145,9 @@ class Dispatcher:
         self.db_url = settings.database_url
         self.worker_id = worker_id or new_dispatcher_id()
         self._capacity = capacity if capacity is not None else settings.capacity
-        self.inflight: dict[Any, int] = {}  # Ray ObjectRef -> run id
+        self.inflight: dict[Any, list[int]] = {}  # Ray ObjectRef -> the run ids of its task
         self._remote: Any = None
+        self._remote_pack: Any = None
         self._on_ray_lost = on_ray_lost
         self._next_maintenance = 0.0  # time.monotonic() of the next upkeep: the first tick
 
@@ -174,6 +183,53 @@ class Dispatcher:
             trial,
         )
 
+    def _submit_pack(self, reservations: list[queue.Reservation]) -> Any:
+        import ray
+
+        from workers.remote import execute_pack
+
+        if self._remote_pack is None:
+            self._remote_pack = ray.remote(execute_pack).options(num_cpus=1, max_retries=0)
+        return self._remote_pack.remote(
+            [r.run_id for r in reservations],
+            self.worker_id,
+            self.settings.lease_seconds,
+            masked_url(self.db_url),
+        )
+
+    def _plan(
+        self, reservations: list[queue.Reservation], slots: int
+    ) -> list[list[queue.Reservation]]:
+        """The reserved runs as Ray tasks, at most `slots` of them, oldest runs first: packs
+        of runs that train together (near-equal, at most `pack_size` each, split so that
+        the slots fill), a task each for the rest."""
+        from workers.config import RunConfig
+        from workers.packed.grouping import pack_refusal, packable
+
+        alone, rest, configs = [], [], []
+        for r in reservations:
+            if r.study_id is not None or r.config.get("device") == "cuda":
+                alone.append(r)  # trials report to Optuna; GPU runs ask Ray for their GPU
+                continue
+            try:
+                config = RunConfig.model_validate(r.config)
+            except Exception:  # e.g. a plugin this process lacks: its worker will say why
+                alone.append(r)
+                continue
+            if pack_refusal(config) is None:
+                configs.append(config)
+                rest.append(r)
+            else:
+                alone.append(r)
+        # As many packs as the slots that the runs alone leave, each at most pack_size.
+        size = min(self.settings.pack_size, -(-len(rest) // max(1, slots - len(alone))))
+        size = max(1, size)
+        packing = packable(configs, max_size=size)
+        tasks = [[rest[i] for i in pack] for pack in packing.packs]
+        tasks += [[r] for r in alone] + [[rest[i]] for i in packing.single]
+        tasks.sort(key=lambda task: min(r.run_id for r in task))
+        return tasks[:slots]
+
     def _collect(self) -> int:
         """Log finished tasks; give back the reservations of runs they did not start.
         Returns the number of tasks that ended (each held one CPU)."""
@@ -185,22 +241,26 @@ class Dispatcher:
         finished: list[int] = []
         lost: RayUnavailable | None = None
         for ref in done:
-            run_id = self.inflight.pop(ref)
-            finished.append(run_id)
+            run_ids = self.inflight.pop(ref)
+            finished.extend(run_ids)
+            runs = f"run {run_ids[0]}" if len(run_ids) == 1 else f"runs {run_ids}"
             try:
                 summary = ray.get(ref)
-                log.info("run %s: %s", run_id, summary)
-                if summary.get("started"):  # a reservation gone before it started: no run
+                log.info("%s: %s", runs, summary)
+                if "outcomes" in summary:  # a pack: one outcome per started run
+                    for outcome in summary["outcomes"].values():
+                        RUNS_FINISHED.labels(outcome=outcome).inc()
+                elif summary.get("started"):  # a reservation gone before it started: no run
                     RUNS_FINISHED.labels(outcome=summary.get("outcome", "unknown")).inc()
             except (ray.exceptions.LocalRayletDiedError, ray.exceptions.RaySystemError) as e:
-                RUNS_FINISHED.labels(outcome="task_error").inc()
-                lost = RayUnavailable(f"the task of run {run_id} was lost: {_first_line(e)}")
+                RUNS_FINISHED.labels(outcome="task_error").inc(len(run_ids))
+                lost = RayUnavailable(f"the task of {runs} was lost: {_first_line(e)}")
             except ray.exceptions.RayTaskError as e:  # the task raised (e.g. its worker's config)
-                RUNS_FINISHED.labels(outcome="task_error").inc()
-                log.error("Ray task of run %s failed: %s", run_id, _first_line(e.cause or e))
+                RUNS_FINISHED.labels(outcome="task_error").inc(len(run_ids))
+                log.error("Ray task of %s failed: %s", runs, _first_line(e.cause or e))
             except Exception as e:  # worker process died; the lease (if any) requeues the run
-                RUNS_FINISHED.labels(outcome="task_error").inc()
-                log.warning("Ray task of run %s ended abnormally: %s", run_id, _first_line(e))
+                RUNS_FINISHED.labels(outcome="task_error").inc(len(run_ids))
+                log.warning("Ray task of %s ended abnormally: %s", runs, _first_line(e))
         with session_scope(self.db_url) as session:
             # Only runs still queued under our reservation: a started run keeps its lease.
             queue.release_reservations(
@@ -208,7 +268,7 @@ class Dispatcher:
             )
         if lost is not None:
             raise lost
-        return len(finished)
+        return len(done)
 
     def _room(self, ended: int = 0) -> tuple[int, float]:
         """(runs to hand Ray now, the cluster's GPUs). `ended`: tasks of ours just seen to
@@ -219,7 +279,7 @@ class Dispatcher:
                 waiting = queue.renew_reservations(
                     session=session,
                     dispatcher_id=self.worker_id,
-                    run_ids=list(self.inflight.values()),
+                    run_ids=[i for ids in self.inflight.values() for i in ids],
                     seconds=self.settings.lease_seconds,
                 )
         state = cluster_state(self.settings.ray_timeout_seconds)
@@ -251,15 +311,25 @@ class Dispatcher:
             reservations = queue.reserve_runs(
                 session=session,
                 dispatcher_id=self.worker_id,
-                limit=room,
+                limit=room * self.settings.pack_size,
                 seconds=self.settings.lease_seconds,
             )
+        tasks = self._plan(reservations, room)
+        handed = {r.run_id for task in tasks for r in task}
+        left = [r.run_id for r in reservations if r.run_id not in handed]
+        if left:  # more than the free slots take this tick: back to the queue at once
+            with session_scope(self.db_url) as session:
+                queue.release_reservations(
+                    session=session, dispatcher_id=self.worker_id, run_ids=left
+                )
         handed_at = utcnow()
-        for reservation in reservations:
-            if reservation.queued_at is not None:
-                CLAIM_LAG.observe((handed_at - reservation.queued_at).total_seconds())
-            self.inflight[self._submit(reservation, gpus)] = reservation.run_id
-        return len(reservations)
+        for task in tasks:
+            for reservation in task:
+                if reservation.queued_at is not None:
+                    CLAIM_LAG.observe((handed_at - reservation.queued_at).total_seconds())
+            ref = self._submit(task[0], gpus) if len(task) == 1 else self._submit_pack(task)
+            self.inflight[ref] = [r.run_id for r in task]
+        return len(handed)
 
     def release(self) -> int:
         """Give back every reservation this dispatcher id holds (at start and at stop)."""

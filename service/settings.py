@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     capacity: int | None = Field(
         None, ge=1, description="concurrent runs per dispatcher (default: the cluster's CPUs)"
     )
+    pack_size: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="most runs one Ray task trains together as one batched computation "
+        "(workers/packed/); 1: every run its own task",
+    )
     max_grid_runs: int = Field(2000, ge=1, description="largest grid a sweep may expand to")
     max_attempts: int = Field(3, ge=1, description="claims of a run before it counts as failed")
     lease_seconds: float = Field(60.0, gt=0, description="a worker renews every lease/3")

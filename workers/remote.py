@@ -43,3 +43,29 @@ def execute_run(
         trial=trial,
     )
     return {"run_id": run_id, "started": True, "attempt": claim.attempt, "outcome": outcome}
+
+
+def execute_pack(
+    run_ids: list[int], dispatcher_id: str, lease_seconds: float, database: str
+) -> dict[str, Any]:
+    """Start the attempts of runs reserved by `dispatcher_id` and train them together in one
+    task (`workers.runner.execute_pack`: packed where they pack). Runs whose reservation was
+    gone are skipped; the summary lists each run's outcome."""
+    from workers.runner import execute_pack as run_pack
+    from workers.runner import start_attempt
+    from workers.settings import worker_database_url
+
+    db_url = worker_database_url(expected=database)
+    claims = []
+    for run_id in run_ids:
+        claim = start_attempt(
+            db_url=db_url, run_id=run_id, dispatcher_id=dispatcher_id, lease_seconds=lease_seconds
+        )
+        if claim is not None:
+            claims.append(claim)
+    outcomes = run_pack(db_url=db_url, claims=claims, lease_seconds=lease_seconds)
+    return {
+        "run_ids": run_ids,
+        "started": bool(claims),
+        "outcomes": {c.run_id: o for c, o in zip(claims, outcomes, strict=True)},
+    }

@@ -25,7 +25,7 @@ from db.session import session_scope
 from workers.config import RunConfig
 from workers.diagnose import diagnose
 from workers.errors import Stopped
-from workers.train import ProbeContext, TrainHooks, train
+from workers.train import ProbeContext, TrainHooks, TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,123 @@ class Heartbeat(threading.Thread):
         self._done.set()
 
 
+class Attempt:
+    """One started attempt of a run: its heartbeat, the hooks that stream its evidence and
+    probes to the database, and the recording of its end. `execute` drives one attempt
+    through `train`; `execute_pack` (workers/remote.py) drives several through one packed
+    computation, each with its own lease, writes and fencing."""
+
+    def __init__(
+        self,
+        *,
+        db_url: str,
+        run_id: int,
+        attempt: int,
+        config: dict[str, Any],
+        lease_seconds: float,
+        trial: dict[str, Any] | None = None,
+    ) -> None:
+        self.db_url, self.run_id, self.attempt = db_url, run_id, attempt
+        self.config = RunConfig.model_validate(config)
+        self.heartbeat = Heartbeat(db_url, run_id, attempt, lease_seconds)
+        self.probes: list[dict[str, Any]] = []
+        self.hooks = TrainHooks(
+            on_metrics=self._on_metrics,
+            should_stop=self.heartbeat.lost.is_set,
+            on_probe=self._on_probe,
+        )
+        if trial is not None:
+            from workers.trial import reporter
+
+            self.hooks.on_report, self.hooks.report_every = (
+                reporter(db_url, trial),
+                trial["report_every"],
+            )
+        self.heartbeat.start()
+
+    def write(self, what: str, fn: Callable[[Any], T]) -> T:
+        """One write of this attempt, retried through a database outage while the lease
+        lasts; past the lease the attempt stops as if it had lost it."""
+
+        def once() -> T:
+            with session_scope(self.db_url) as session:
+                return fn(session)
+
+        try:
+            return retry_unavailable(
+                once, what=f"{what} of run {self.run_id}", until=self.heartbeat.held_until
+            )
+        except Exception as e:
+            if database_unavailable(e):
+                raise LeaseLost(self.run_id, self.attempt) from e
+            raise
+
+    def _on_metrics(self, rows: list[dict[str, Any]]) -> None:
+        run_id, attempt = self.run_id, self.attempt
+        self.write(
+            "metrics",
+            lambda s: queue.write_metrics(session=s, run_id=run_id, attempt=attempt, rows=rows),
+        )
+
+    def _on_probe(self, context: ProbeContext) -> None:
+        from workers.probing import probe_run
+
+        record = probe_run(self.config, context)
+        self.probes.append(record)
+        run_id, attempt = self.run_id, self.attempt
+        self.write(
+            "probe",
+            lambda s: queue.write_probe(session=s, run_id=run_id, attempt=attempt, probe=record),
+        )
+
+    def finish(self, outcome: TrainResult | BaseException) -> str:
+        """Record how the attempt ended (a result, or the exception that ended it) and stop
+        its heartbeat; returns the recorded outcome, or 'lost' / 'stopped'."""
+        run_id, attempt = self.run_id, self.attempt
+        try:
+            if isinstance(outcome, Stopped | LeaseLost):
+                log.info("run %s attempt %s stopped: lease lost or cancelled", run_id, attempt)
+                return "stopped"
+            if isinstance(outcome, BaseException):  # one broken run must not take the sweep down
+                status, record = "failed", {}
+                trace = "".join(traceback.format_exception(outcome, limit=8))
+                error = f"{type(outcome).__name__}: {outcome}\n{trace}"
+            else:
+                try:
+                    status, record, error = self._result(outcome)
+                except Exception as exc:
+                    status, record = "failed", {}
+                    error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+            self.write(
+                "result",
+                lambda s: queue.complete_run(
+                    session=s,
+                    run_id=run_id,
+                    attempt=attempt,
+                    outcome=status,
+                    result=record,
+                    error=error,
+                ),
+            )
+            return status
+        except LeaseLost:
+            log.info("run %s attempt %s lost its lease before recording", run_id, attempt)
+            return "lost"
+        finally:
+            self.heartbeat.stop()
+
+    def _result(self, result: TrainResult) -> tuple[str, dict[str, Any], str | None]:
+        record, error = result.record(), None
+        if result.outcome == "diverged":
+            error = (
+                "loss diverged (non-finite or above the divergence bound) "
+                f"at step {result.diverged_step}"
+            )
+        end_probe = next((p for p in reversed(self.probes) if p["trigger"] == "end"), None)
+        record["diagnosis"] = diagnose(result, self.config, end_probe)
+        return result.outcome, record, error
+
+
 def execute(
     *,
     db_url: str,
@@ -135,81 +252,43 @@ def execute(
     trial: dict[str, Any] | None = None,
 ) -> str:
     """Run one attempt to its end; returns the recorded outcome, or 'lost' / 'stopped'."""
-    heartbeat = Heartbeat(db_url, run_id, attempt, lease_seconds)
-    heartbeat.start()
-
-    def write(what: str, fn: Callable[[Any], T]) -> T:
-        """One write of this attempt, retried through a database outage while the lease
-        lasts; past the lease the attempt stops as if it had lost it."""
-
-        def once() -> T:
-            with session_scope(db_url) as session:
-                return fn(session)
-
-        try:
-            return retry_unavailable(
-                once, what=f"{what} of run {run_id}", until=heartbeat.held_until
-            )
-        except Exception as e:
-            if database_unavailable(e):
-                raise LeaseLost(run_id, attempt) from e
-            raise
-
-    def on_metrics(rows: list[dict[str, Any]]) -> None:
-        write(
-            "metrics",
-            lambda s: queue.write_metrics(session=s, run_id=run_id, attempt=attempt, rows=rows),
-        )
-
-    run_config = RunConfig.model_validate(config)
-    probes: list[dict[str, Any]] = []
-
-    def on_probe(context: ProbeContext) -> None:
-        from workers.probing import probe_run
-
-        record = probe_run(run_config, context)
-        probes.append(record)
-        write(
-            "probe",
-            lambda s: queue.write_probe(session=s, run_id=run_id, attempt=attempt, probe=record),
-        )
-
-    hooks = TrainHooks(on_metrics=on_metrics, should_stop=heartbeat.lost.is_set, on_probe=on_probe)
-    if trial is not None:
-        from workers.trial import reporter
-
-        hooks.on_report, hooks.report_every = reporter(db_url, trial), trial["report_every"]
+    run = Attempt(
+        db_url=db_url,
+        run_id=run_id,
+        attempt=attempt,
+        config=config,
+        lease_seconds=lease_seconds,
+        trial=trial,
+    )
     try:
-        try:
-            result = train(run_config, hooks)
-            outcome, record, error = result.outcome, result.record(), None
-            if result.outcome == "diverged":
-                error = (
-                    "loss diverged (non-finite or above the divergence bound) "
-                    f"at step {result.diverged_step}"
-                )
-            end_probe = next((p for p in reversed(probes) if p["trigger"] == "end"), None)
-            record["diagnosis"] = diagnose(result, run_config, end_probe)
-        except (Stopped, LeaseLost):
-            log.info("run %s attempt %s stopped: lease lost or cancelled", run_id, attempt)
-            return "stopped"
-        except Exception as exc:  # one broken run must not take the sweep down
-            outcome, record = "failed", {}
-            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-        write(
-            "result",
-            lambda s: queue.complete_run(
-                session=s,
-                run_id=run_id,
-                attempt=attempt,
-                outcome=outcome,
-                result=record,
-                error=error,
-            ),
+        result: TrainResult | BaseException = train(run.config, run.hooks)
+    except Exception as exc:
+        result = exc
+    return run.finish(result)
+
+
+def execute_pack(*, db_url: str, claims: list[queue.Claim], lease_seconds: float) -> list[str]:
+    """Run started attempts together: packed where their configs pack
+    (`workers.packed.train_many`), one by one otherwise; each attempt keeps its own lease,
+    writes and fencing, and a run that fails, diverges or loses its lease ends alone. An
+    error of the batched computation itself ends each attempt of that pack as failed.
+    Returns the recorded outcomes, in order."""
+    from workers.packed.train import train_many
+
+    runs = [
+        Attempt(
+            db_url=db_url,
+            run_id=c.run_id,
+            attempt=c.attempt,
+            config=c.config,
+            lease_seconds=lease_seconds,
         )
-        return outcome
-    except LeaseLost:
-        log.info("run %s attempt %s lost its lease before recording", run_id, attempt)
-        return "lost"
-    finally:
-        heartbeat.stop()
+        for c in claims
+    ]
+    try:
+        outcomes: list[TrainResult | BaseException] = list(
+            train_many([r.config for r in runs], [r.hooks for r in runs])
+        )
+    except Exception as exc:
+        outcomes = [exc] * len(runs)
+    return [run.finish(outcome) for run, outcome in zip(runs, outcomes, strict=True)]

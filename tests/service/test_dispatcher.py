@@ -120,7 +120,7 @@ def test_a_failed_wait_on_the_tasks_sleeps_the_rest_of_the_poll(monkeypatch):
 
     monkeypatch.setattr(ray, "wait", refused)
     d = Dispatcher(Settings(database_url="sqlite://", poll_seconds=0.5))
-    d.inflight = {object(): 1}
+    d.inflight = {object(): [1]}
     stop = Waits(ticks=5)
     d.wait_for_room(stop, 0.5)
     assert len(stop.waits) == 1 and 0 < stop.waits[0] <= 0.5
@@ -290,7 +290,8 @@ def test_a_run_that_ends_wakes_the_dispatcher_instead_of_the_poll(sqlite_url, lo
     with session_scope(sqlite_url) as s:
         sweep_id = submit_sweep(session=s, spec=spec, source="api", max_attempts=1).id
     poll = 10.0
-    d = Dispatcher(Settings(database_url=sqlite_url, poll_seconds=poll), capacity=1)
+    # A task per run (packed, the three would be one task and one wake-up).
+    d = Dispatcher(Settings(database_url=sqlite_url, poll_seconds=poll, pack_size=1), capacity=1)
 
     def statuses() -> list[str]:
         with session_scope(sqlite_url) as s:

@@ -141,23 +141,27 @@ def test_killing_the_serve_process_mid_sweep_loses_no_run(pg_migrated_url, local
             assert by_run[run.id] == run.attempts
 
 
+@pytest.mark.parametrize("pack_size", [1, 16], ids=["a-task-per-run", "packed"])
 def test_a_worker_killed_mid_run_is_re_executed_and_recorded_once(
-    pg_migrated_url, local_ray, tmp_path
+    pg_migrated_url, local_ray, tmp_path, pack_size
 ):
-    """kill -9 of the Ray worker process training a run: its lease expires, the run goes
-    back to the queue and a new attempt records the one result; the dead attempt writes
-    nothing after it."""
+    """kill -9 of the Ray worker process training a run (or a pack of runs): each of its
+    runs' leases expires, the run goes back to the queue and a new attempt records the one
+    result; the dead attempt writes nothing after it."""
     import psutil
 
     lease = 4
-    enqueue(pg_migrated_url, seeds=3, steps=1500, name="worker-kill")
+    seeds = 3 if pack_size == 1 else 4
+    enqueue(pg_migrated_url, seeds=seeds, steps=1500, name="worker-kill")
     env = {
         "DATABASE_URL": pg_migrated_url,
         "RAY_ADDRESS": local_ray,
         "PLATEAU_CAPACITY": "1",
         "PLATEAU_LEASE_SECONDS": str(lease),
         "PLATEAU_POLL_SECONDS": "0.2",
+        "PLATEAU_PACK_SIZE": str(pack_size),
     }
+    task = "ray::execute_run" if pack_size == 1 else "ray::execute_pack"
     dispatcher = start(["dispatcher"], env, tmp_path / "dispatcher.log")
 
     def training_worker() -> psutil.Process | None:
@@ -169,27 +173,31 @@ def test_a_worker_killed_mid_run_is_re_executed_and_recorded_once(
             if "raylet" not in (proc.info["name"] or "") or f":{port}" not in cmdline:
                 continue
             for child in proc.children(recursive=True):
-                if "ray::execute_run" in " ".join(child.cmdline()):
+                if task in " ".join(child.cmdline()):
                     return child
         return None
 
     try:
-        wait_for(lambda: statuses(pg_migrated_url).get("running", 0) >= 1, 90, "a running run")
+        # One task in flight (capacity 1): one run, or a pack of all four.
+        running = 1 if pack_size == 1 else seeds
+        wait_for(lambda: statuses(pg_migrated_url).get("running", 0) >= running, 90, "runs")
         with session_scope(pg_migrated_url) as s:
-            victim = s.scalars(select(Run.id).where(Run.status == "running")).one()
+            victims = set(s.scalars(select(Run.id).where(Run.status == "running")))
+        assert len(victims) == running
         wait_for(lambda: training_worker() is not None, 30, "the worker process of the run")
         worker = training_worker()
         assert worker is not None
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
-        wait_for(lambda: statuses(pg_migrated_url) == {"succeeded": 3}, 300, "recovery")
+        wait_for(lambda: statuses(pg_migrated_url) == {"succeeded": seeds}, 300, "recovery")
     finally:
         stop(dispatcher)
     with session_scope(pg_migrated_url) as s:
-        assert s.scalar(select(func.count()).select_from(RunResult)) == 3
-        killed = s.get(Run, victim)
-        assert killed is not None and killed.attempts == 2, "the killed run was not re-executed"
-        result = s.scalars(select(RunResult).where(RunResult.run_id == victim)).one()
-        assert result.attempt == 2  # recorded by the new attempt, once
-        others = s.scalars(select(Run.attempts).where(Run.id != victim)).all()
-        assert others == [1, 1]
+        assert s.scalar(select(func.count()).select_from(RunResult)) == seeds
+        for victim in victims:
+            killed = s.get(Run, victim)
+            assert killed is not None and killed.attempts == 2, f"run {victim} not re-executed"
+            result = s.scalars(select(RunResult).where(RunResult.run_id == victim)).one()
+            assert result.attempt == 2  # recorded by the new attempt, once
+        others = s.scalars(select(Run.attempts).where(Run.id.not_in(victims))).all()
+        assert others == [1] * (seeds - len(victims))

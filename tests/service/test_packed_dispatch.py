@@ -1,0 +1,170 @@
+"""Sweeps executed as packs through the real dispatcher and a local Ray instance: the same
+per-step losses and verdicts as one run per task, one result per run, and each run's record
+saying how it ran; how the dispatcher cuts reserved runs into tasks.
+
+The numerical equality of the packed loop with `train` over every optimizer, clipping mode
+and normalization it accepts is tests/workers/test_packed.py's; here the question is the
+service path: leases, attempts, writes, probes and diagnosis per run inside one task."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from sqlalchemy import select
+
+from db.migrate import upgrade
+from db.models import Run, RunMetric, RunResult
+from db.session import session_scope
+from service.dispatcher import Dispatcher
+from service.settings import Settings
+from service.spec import SweepSpec
+from service.sweeps import submit_sweep
+from tests.service.test_dispatcher import cluster
+
+# Every optimizer, normalization and clipping mode the packer takes, in float64: 27 runs in
+# 9 packs of 3 (a pack shares the optimizer's update rule and the normalization).
+GRID = {
+    "name": "packed-vs-single",
+    "task": {"name": "digits", "n_train": 256},
+    "architectures": [{"name": "mlp", "depth": 2, "width": 16}],
+    "optimizers": [
+        {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        {"name": "adam", "lr": 0.003},
+        {"name": "adamw", "lr": 0.003, "weight_decay": 0.01},
+    ],
+    "normalization": ["none", "batchnorm", "layernorm"],
+    "grad_clip": [None, {"mode": "norm", "threshold": 1.0}, {"mode": "value", "threshold": 0.02}],
+    "seeds": [0],
+    "budget": {"steps": 40, "batch_size": 32, "log_every": 1, "eval_every": 20},
+    "probes": {"at": ["end"], "measure": ["eigenvalues"], "lanczos_steps": 10},
+    "dtype": "float64",
+}
+
+
+def submit(url: str, doc: dict) -> int:
+    with session_scope(url) as s:
+        spec = SweepSpec.model_validate(doc)
+        return submit_sweep(session=s, spec=spec, source="api", max_attempts=1).id
+
+
+def finished(url: str, sweep_id: int) -> bool:
+    with session_scope(url) as s:
+        states = s.scalars(select(Run.status).where(Run.sweep_id == sweep_id)).all()
+    return not {"queued", "running"} & set(states)
+
+
+def recorded(url: str, sweep_id: int) -> dict[str, dict]:
+    """Per config hash: outcome, verdict, execution, attempts and the per-step losses."""
+    with session_scope(url) as s:
+        rows = s.execute(
+            select(Run, RunResult).join(RunResult).where(Run.sweep_id == sweep_id)
+        ).all()
+        out = {}
+        for run, result in rows:
+            losses = s.scalars(
+                select(RunMetric.loss).where(RunMetric.run_id == run.id).order_by(RunMetric.step)
+            ).all()
+            out[run.config_hash] = {
+                "outcome": result.outcome,
+                "verdict": (result.diagnosis or {}).get("verdict"),
+                "execution": (result.environment or {}).get("execution"),
+                "attempts": run.attempts,
+                "losses": losses,
+            }
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_packed_sweep_records_what_one_run_per_task_records(sqlite_url, local_ray):
+    upgrade(sqlite_url)
+    single_id = submit(sqlite_url, GRID)
+    Dispatcher(Settings(database_url=sqlite_url, poll_seconds=0.2, pack_size=1)).run(
+        until=lambda: finished(sqlite_url, single_id), timeout=300
+    )
+    packed_id = submit(sqlite_url, GRID)
+    Dispatcher(Settings(database_url=sqlite_url, poll_seconds=0.2, pack_size=16)).run(
+        until=lambda: finished(sqlite_url, packed_id), timeout=300
+    )
+    single, packed = recorded(sqlite_url, single_id), recorded(sqlite_url, packed_id)
+    assert len(single) == len(packed) == 27 and single.keys() == packed.keys()
+    assert {r["execution"] for r in single.values()} == {"single"}
+    # 2 CPU slots: each slot's share of a group's 3 runs; every run in a pack of 2 or 3.
+    assert {r["execution"] for r in packed.values()} <= {"packed(n=2)", "packed(n=3)"}
+    worst = 0.0
+    for key, one in single.items():
+        other = packed[key]
+        assert (other["outcome"], other["verdict"], other["attempts"]) == (
+            one["outcome"],
+            one["verdict"],
+            1,
+        ), key
+        assert len(other["losses"]) == len(one["losses"]) == 40
+        for a, b in zip(one["losses"], other["losses"], strict=True):
+            assert math.isfinite(a) and abs(a - b) <= 1e-6 * max(1.0, abs(a)), key
+            worst = max(worst, abs(a - b))
+    print(f"largest per-step loss difference, packed vs one by one: {worst:.2e}")
+
+
+# --- how reserved runs become tasks (no Ray: the tasks are recorded, not run) --------------
+
+
+def planned(url: str, *, pack_size: int, free_cpus: int, monkeypatch) -> tuple[list, Dispatcher]:
+    """One tick of a dispatcher whose Ray tasks are recorded: the run ids of each task."""
+    tasks: list[list[int]] = []
+    d = Dispatcher(Settings(database_url=url, lease_seconds=30, pack_size=pack_size))
+    d._collect = lambda: 0
+    d._submit = lambda reservation, gpus: tasks.append([reservation.run_id]) or object()
+    d._submit_pack = lambda reservations: tasks.append([r.run_id for r in reservations]) or object()
+    cluster(monkeypatch, nodes=1, cpus=free_cpus, free_cpus=free_cpus)
+    d.tick()
+    return tasks, d
+
+
+def small(name: str, seeds: int, **changes) -> dict:
+    return {
+        "name": name,
+        "task": "digits",
+        "architectures": [{"name": "mlp", "depth": 1, "width": 8}],
+        "optimizers": [{"name": "sgd", "lr": 0.1}],
+        "seeds": list(range(seeds)),
+        "budget": {"steps": 5},
+        **changes,
+    }
+
+
+def test_packs_fill_the_free_slots_and_the_rest_goes_back(migrated_url, monkeypatch):
+    submit(migrated_url, small("a", 10))
+    tasks, d = planned(migrated_url, pack_size=4, free_cpus=2, monkeypatch=monkeypatch)
+    # 2 slots x at most 4 runs: 8 reserved, two packs of 4; the other 2 wait unreserved.
+    assert sorted(len(t) for t in tasks) == [4, 4]
+    with session_scope(migrated_url) as s:
+        owners = s.execute(select(Run.id, Run.lease_owner).order_by(Run.id)).all()
+    handed = {i for t in tasks for i in t}
+    assert handed == {run_id for run_id, _ in owners[:8]}  # the oldest runs first
+    assert all((owner == d.worker_id) == (run_id in handed) for run_id, owner in owners)
+
+
+def test_a_few_runs_are_split_so_that_every_slot_works(migrated_url, monkeypatch):
+    submit(migrated_url, small("a", 6))
+    tasks, _ = planned(migrated_url, pack_size=16, free_cpus=2, monkeypatch=monkeypatch)
+    assert sorted(len(t) for t in tasks) == [3, 3]
+
+
+def test_runs_that_do_not_pack_get_a_task_each(migrated_url, monkeypatch):
+    submit(migrated_url, small("cnn", 2, architectures=[{"name": "cnn", "channels": [4]}]))
+    submit(migrated_url, small("rmsprop", 2, optimizers=[{"name": "rmsprop", "lr": 0.01}]))
+    submit(migrated_url, small("mlp", 4))
+    tasks, _ = planned(migrated_url, pack_size=16, free_cpus=5, monkeypatch=monkeypatch)
+    # The 4 that do not pack take 4 slots; the 4 MLPs share the fifth.
+    assert sorted(len(t) for t in tasks) == [1, 1, 1, 1, 4]
+
+
+def test_pack_size_one_is_a_task_per_run(migrated_url, monkeypatch):
+    submit(migrated_url, small("a", 5))
+    tasks, _ = planned(migrated_url, pack_size=1, free_cpus=3, monkeypatch=monkeypatch)
+    assert tasks == [[1], [2], [3]]
+    with session_scope(migrated_url) as s:
+        owners = s.scalars(select(Run.lease_owner).order_by(Run.id)).all()
+    assert owners[3:] == [None, None]
