@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,7 +165,19 @@ def environment(
     }
     if device.type == "cuda":
         env["cuda_device"] = torch.cuda.get_device_name(device)
+    env.update(ray_node())
     return env
+
+
+def ray_node() -> dict[str, Any]:
+    """The Ray node a run trained on (its id, and the labels it was started with, e.g. a
+    worker group's), when the process is connected to Ray (a Ray worker); else nothing."""
+    ray = sys.modules.get("ray")  # not imported for this: a process without Ray has no node
+    if ray is None or not ray.is_initialized():
+        return {}
+    context = ray.get_runtime_context()
+    labels = {k: v for k, v in context.get_node_labels().items() if not k.startswith("ray.io/")}
+    return {"ray_node": context.get_node_id(), "ray_node_labels": labels}
 
 
 class Minibatches:

@@ -136,7 +136,10 @@ class RayHead:
     killing it touches no other Ray on the machine (never `ray stop`: it stops every Ray of
     the user). Its workers get `worker_env` (e.g. where to read the database URL)."""
 
-    def __init__(self, num_cpus: int, worker_env: dict[str, str]) -> None:
+    def __init__(
+        self, num_cpus: int, worker_env: dict[str, str], labels: dict[str, str] | None = None
+    ) -> None:
+        self.labels = labels or {}
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Short: Ray's socket paths under the temp dir must fit a unix socket name.
@@ -170,6 +173,7 @@ class RayHead:
                 "--include-dashboard=false",
                 "--disable-usage-stats",
                 f"--temp-dir={self.temp_dir}",
+                *self._labels(),
             ],
             env=self.env,
             check=True,
@@ -178,6 +182,10 @@ class RayHead:
             timeout=120,
         )
         return self
+
+    def _labels(self) -> list[str]:
+        pairs = ",".join(f"{k}={v}" for k, v in self.labels.items())
+        return [f"--labels={pairs}"] if pairs else []
 
     def processes(self) -> dict[int, str]:
         """This head's processes ({pid: command line}): those naming its temp dir, and their
@@ -202,4 +210,83 @@ class RayHead:
 
     def remove(self) -> None:
         self.kill()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class RayNode:
+    """A second Ray node joined to a `RayHead` on this machine (`ray start --address ...
+    --block`, in a session of its own, with its own CPUs, resources, labels and temp dir), as
+    a worker machine of a team cluster joins. `kill` is the machine dying: SIGKILL to every
+    process of the node, the head's untouched."""
+
+    def __init__(
+        self, head: RayHead, *, num_cpus: int, labels: dict[str, str], resources: dict[str, float]
+    ) -> None:
+        self.head, self.num_cpus, self.labels, self.resources = head, num_cpus, labels, resources
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="prn-"))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RayNode:
+        import json
+
+        root = Path(__file__).parents[2]
+        with open(self.temp_dir / "start.log", "w") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.service.ray_node",  # `ray`, let through to a loopback head
+                    "start",
+                    f"--address={self.head.address}",
+                    f"--num-cpus={self.num_cpus}",
+                    f"--resources={json.dumps(self.resources)}",
+                    "--labels=" + ",".join(f"{k}={v}" for k, v in self.labels.items()),
+                    "--node-ip-address=127.0.0.1",
+                    "--disable-usage-stats",
+                    f"--temp-dir={self.temp_dir}",
+                    "--block",
+                ],
+                env=self.head.env,
+                cwd=root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_joined(self, timeout: float = 60) -> None:
+        """Until the head's cluster lists this node's resources (`ray status`)."""
+        ray = str(Path(sys.executable).parent / "ray")
+        marker = next(iter(self.resources))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, "the node's ray start died"
+            status = subprocess.run(
+                [ray, "status", f"--address={self.head.address}"],
+                env=self.head.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if marker in status.stdout:
+                return
+            time.sleep(1)
+        raise AssertionError(f"node with {marker} did not join within {timeout:.0f} s")
+
+    def processes(self) -> set[int]:
+        assert self.proc is not None
+        table = process_table()
+        mine = {pid for pid, (_, cmd) in table.items() if str(self.temp_dir) in cmd}
+        return descendants({self.proc.pid} | mine, table)
+
+    def kill(self) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(15)
+
+    def remove(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
