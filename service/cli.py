@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from service import tables
+from service.raycluster import NODE_POOL_LABEL
 from service.settings import get_settings
 from service.spec import SpecError, SweepSpec, load_spec_document
 from service.study_spec import StudySpec
@@ -531,6 +532,11 @@ def worker(
     address: str | None = typer.Option(None, help="Ray head address (default RAY_ADDRESS)"),
     num_cpus: int = typer.Option(None, help="CPUs this node offers (default: all)"),
     num_gpus: int = typer.Option(None, help="GPUs this node offers (default: all)"),
+    pool: str = typer.Option(
+        None,
+        help=f"the worker group this node belongs to (e.g. cpu-workers, gpu-workers): the "
+        f"node label {NODE_POOL_LABEL}, recorded with every run it trains",
+    ),
 ) -> None:
     """Join this machine to the Ray cluster as a worker node (blocks)."""
     address = address or os.environ.get("RAY_ADDRESS")
@@ -541,6 +547,8 @@ def worker(
         cmd.append(f"--num-cpus={num_cpus}")
     if num_gpus is not None:
         cmd.append(f"--num-gpus={num_gpus}")
+    if pool is not None:
+        cmd.append(f"--labels={NODE_POOL_LABEL}={pool}")
     raise typer.Exit(subprocess.call(cmd))
 
 

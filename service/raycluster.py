@@ -25,6 +25,11 @@ from service.settings import Settings
 
 LOOPBACK = "127.0.0.1"
 
+# The Ray node label naming a node's worker group (head, cpu-workers, gpu-workers): set by
+# `plateau worker --pool`, docker-compose.yml and deploy/k8s/raycluster.yaml alike, and
+# recorded with each run (workers.train.ray_node).
+NODE_POOL_LABEL = "plateau.dev/pool"
+
 
 @dataclass(frozen=True)
 class ClusterState:

@@ -37,6 +37,7 @@ NAMESPACE = "plateau"
 RAY_PORTS = {6379, 8265, 10001}  # GCS, dashboard/Jobs, client: never published
 SECRETS = ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN", "PLATEAU_ADMIN_KEY")
 API_PORT = 8000
+NODE_POOL_LABEL = "plateau.dev/pool"  # service.raycluster.NODE_POOL_LABEL
 HEALTH = "/api/v1/health"  # liveness: 200 while the process answers
 READY = "/api/v1/ready"  # readiness: 503 while the database is unreachable
 # Not core Kubernetes: validated by hand below (RayCluster) or not a cluster object.
@@ -610,6 +611,74 @@ def test_raycluster_shape_by_hand() -> None:
                 assert "cuda" not in c["image"]
     assert gpu_groups, "no worker group requests nvidia.com/gpu"
     assert cpu_groups, "no CPU worker group"
+
+
+def pool_of(args: list[str]) -> str | None:
+    """The worker-group label of a Ray node's start command (`--labels=...` of `ray start`,
+    `--pool` of `plateau worker`)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--labels="):
+            labels = dict(pair.split("=", 1) for pair in arg.removeprefix("--labels=").split(","))
+            return labels.get(NODE_POOL_LABEL)
+        if arg == "--pool":
+            return args[i + 1]
+    return None
+
+
+def compose_topology() -> dict[str, bool]:
+    """{worker group: has a GPU} of the Ray nodes docker-compose.yml starts."""
+    found = {}
+    for service in services().values():
+        command = service.get("command") or []
+        if command[:2] in (["ray", "start"], ["plateau", "worker"]):
+            devices = service.get("deploy", {}).get("resources", {}).get("reservations", {})
+            gpu = any("gpu" in d.get("capabilities", []) for d in devices.get("devices", []))
+            pool = pool_of(command)
+            assert pool is not None, f"a Ray node without {NODE_POOL_LABEL}: {command}"
+            found[pool] = gpu
+    return found
+
+
+def kuberay_topology() -> dict[str, bool]:
+    """{worker group: has a GPU} of the RayCluster's groups."""
+    found = {}
+    for _, group in ray_groups():
+        labels = group["rayStartParams"].get("labels", "")
+        pool = pool_of([f"--labels={labels}"]) if labels else None
+        assert pool is not None, f"a Ray group without {NODE_POOL_LABEL}"
+        limits = group["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
+        found[pool] = int(limits.get("nvidia.com/gpu", 0)) >= 1
+    return found
+
+
+def test_compose_and_kuberay_describe_the_same_topology() -> None:
+    """A head, a CPU worker group and a GPU worker group, named by the node label every run
+    records (workers.train.ray_node), in both; tests/service/test_two_nodes.py runs the head
+    and a CPU worker node for real."""
+    expected = {"head": False, "cpu-workers": False, "gpu-workers": True}
+    assert compose_topology() == expected
+    assert kuberay_topology() == expected
+
+
+def test_plateau_worker_joins_with_its_pool_label() -> None:
+    from typer.testing import CliRunner
+
+    from service import cli
+
+    calls: list[list[str]] = []
+    original = cli.subprocess.call
+    cli.subprocess.call = lambda cmd: calls.append(cmd) or 0  # type: ignore[assignment]
+    try:
+        args = ["worker", "--address", "ray-head:6379", "--pool", "gpu-workers", "--num-gpus", "1"]
+        result = CliRunner().invoke(cli.app, args)
+    finally:
+        cli.subprocess.call = original  # type: ignore[assignment]
+    assert result.exit_code == 0, result.output
+    (cmd,) = calls
+    assert cmd[cmd.index("start") :] == [
+        "start", "--address=ray-head:6379", "--block", "--num-gpus=1",
+        f"--labels={NODE_POOL_LABEL}=gpu-workers",
+    ]  # fmt: skip
 
 
 def test_nightly_cronjob_submits_the_configmap_spec_to_the_api_service() -> None:
