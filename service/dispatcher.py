@@ -57,7 +57,7 @@ from db.models import utcnow
 from db.session import masked_url, session_scope
 from service.maintenance import maintain
 from service.metrics import CLAIM_LAG, RUNS_FINISHED
-from service.raycluster import cluster_state, init_ray
+from service.raycluster import ClusterState, cluster_state, init_ray
 from service.settings import Settings
 
 __all__ = [
@@ -126,6 +126,13 @@ def _ray_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+def wants_gpu(config: dict[str, Any], cluster_gpus: float) -> bool:
+    """Whether a run trains on a GPU: `device: cuda`, or `auto` in a cluster with GPUs
+    (workers.train.resolve_device then takes the GPU Ray gave the task, and only that)."""
+    device = config.get("device", "auto")
+    return device == "cuda" or (device == "auto" and cluster_gpus > 0)
+
+
 class Dispatcher:
     """Reserve -> hand to Ray -> collect, one `tick` at a time."""
 
@@ -160,11 +167,7 @@ class Dispatcher:
             # No Ray-level retries: a lost task is retried through the lease and the queue,
             # which count attempts and fence stale writes.
             self._remote = ray.remote(execute_run).options(num_cpus=1, max_retries=0)
-        options: dict[str, Any] = {}
-        # Ask Ray for a GPU only where the cluster has one: otherwise the task would wait
-        # forever, whereas without it the run fails at once and says why.
-        if reservation.config.get("device") == "cuda" and gpus > 0:
-            options["num_gpus"] = 1
+        options = self.options_for([reservation], gpus)
         remote = self._remote.options(**options) if options else self._remote
         trial = None
         if reservation.study_id is not None:
@@ -183,14 +186,26 @@ class Dispatcher:
             trial,
         )
 
-    def _submit_pack(self, reservations: list[queue.Reservation]) -> Any:
+    def options_for(self, task: list[queue.Reservation], gpus: float) -> dict[str, Any]:
+        """Ray options of a task beyond its one CPU: a GPU share for runs that train on a GPU
+        (`device: cuda`, or `auto` in a cluster that has GPUs): a whole GPU for a pack, the
+        `gpu_per_run` share for a run alone, so that several small runs share a device. A
+        GPU is asked for only where the cluster has one: otherwise the task would wait
+        forever, whereas without it a cuda run fails at once and says why."""
+        if gpus <= 0 or not wants_gpu(task[0].config, gpus):
+            return {}
+        return {"num_gpus": 1 if len(task) > 1 else self.settings.gpu_per_run}
+
+    def _submit_pack(self, reservations: list[queue.Reservation], gpus: float) -> Any:
         import ray
 
         from workers.remote import execute_pack
 
         if self._remote_pack is None:
             self._remote_pack = ray.remote(execute_pack).options(num_cpus=1, max_retries=0)
-        return self._remote_pack.remote(
+        options = self.options_for(reservations, gpus)
+        remote = self._remote_pack.options(**options) if options else self._remote_pack
+        return remote.remote(
             [r.run_id for r in reservations],
             self.worker_id,
             self.settings.lease_seconds,
@@ -198,35 +213,54 @@ class Dispatcher:
         )
 
     def _plan(
-        self, reservations: list[queue.Reservation], slots: int
+        self,
+        reservations: list[queue.Reservation],
+        slots: int,
+        gpus: float = 0.0,
+        free_gpus: float = 0.0,
     ) -> list[list[queue.Reservation]]:
         """The reserved runs as Ray tasks, at most `slots` of them, oldest runs first: packs
-        of runs that train together (near-equal, at most `pack_size` each, split so that
-        the slots fill), a task each for the rest."""
+        of runs that train together, a task each for the rest (study trials, runs the packer
+        refuses). CPU packs are near-equal, at most `pack_size` each, as many as the slots
+        the other tasks leave; GPU packs (runs that train on a GPU) one per free GPU, at
+        most `gpu_pack_size` each."""
         from workers.config import RunConfig
         from workers.packed.grouping import pack_refusal, packable
 
-        alone, rest, configs = [], [], []
+        alone: list[queue.Reservation] = []
+        packing: dict[bool, tuple[list[queue.Reservation], list[RunConfig]]] = {
+            False: ([], []),
+            True: ([], []),
+        }
         for r in reservations:
-            if r.study_id is not None or r.config.get("device") == "cuda":
-                alone.append(r)  # trials report to Optuna; GPU runs ask Ray for their GPU
+            if r.study_id is not None:  # trials report to Optuna, one by one for now
+                alone.append(r)
                 continue
             try:
                 config = RunConfig.model_validate(r.config)
             except Exception:  # e.g. a plugin this process lacks: its worker will say why
                 alone.append(r)
                 continue
-            if pack_refusal(config) is None:
-                configs.append(config)
-                rest.append(r)
-            else:
+            if pack_refusal(config) is not None:
                 alone.append(r)
-        # As many packs as the slots that the runs alone leave, each at most pack_size.
-        size = min(self.settings.pack_size, -(-len(rest) // max(1, slots - len(alone))))
-        size = max(1, size)
-        packing = packable(configs, max_size=size)
-        tasks = [[rest[i] for i in pack] for pack in packing.packs]
-        tasks += [[r] for r in alone] + [[rest[i]] for i in packing.single]
+                continue
+            runs, configs = packing[wants_gpu(r.config, gpus)]
+            runs.append(r)
+            configs.append(config)
+        tasks = [[r] for r in alone]
+        gpu_runs, gpu_configs = packing[True]
+        if gpu_runs:
+            per_pack = -(-len(gpu_runs) // max(1, math.floor(free_gpus)))
+            split = packable(gpu_configs, max_size=min(self.settings.gpu_pack_size, per_pack))
+            tasks += [[gpu_runs[i] for i in pack] for pack in split.packs]
+            tasks += [[gpu_runs[i]] for i in split.single]
+        cpu_runs, cpu_configs = packing[False]
+        if cpu_runs:
+            # As many packs as the slots the other tasks leave, each at most pack_size.
+            per_pack = -(-len(cpu_runs) // max(1, slots - len(tasks)))
+            split = packable(cpu_configs, max_size=min(self.settings.pack_size, per_pack))
+            tasks += [[cpu_runs[i] for i in pack] for pack in split.packs]
+            tasks += [[cpu_runs[i]] for i in split.single]
         tasks.sort(key=lambda task: min(r.run_id for r in task))
         return tasks[:slots]
 
@@ -270,9 +304,9 @@ class Dispatcher:
             raise lost
         return len(done)
 
-    def _room(self, ended: int = 0) -> tuple[int, float]:
-        """(runs to hand Ray now, the cluster's GPUs). `ended`: tasks of ours just seen to
-        end, whose CPUs Ray's view may still count as taken."""
+    def _room(self, ended: int = 0) -> tuple[int, ClusterState]:
+        """(tasks to hand Ray now, the cluster as Ray sees it). `ended`: tasks of ours just
+        seen to end, whose CPUs Ray's view may still count as taken."""
         waiting: set[int] = set()
         if self.inflight:
             with session_scope(self.db_url) as session:
@@ -286,10 +320,10 @@ class Dispatcher:
         if not state.ok:
             raise RayUnavailable(state.error or "the Ray cluster is unavailable", lost=state.lost)
         if waiting:  # Ray has not started everything we gave it: it cannot start more now
-            return 0, state.gpus
+            return 0, state
         capacity = self._capacity if self._capacity is not None else max(1, int(state.cpus))
         free = math.floor(state.free_cpus) + ended
-        return max(0, min(capacity - len(self.inflight), free)), state.gpus
+        return max(0, min(capacity - len(self.inflight), free)), state
 
     def tick(self) -> int:
         """Reap, advance studies, collect, upkeep when due, reserve what the cluster can
@@ -304,17 +338,18 @@ class Dispatcher:
         advance_all(self.settings)  # tell Optuna about finished trials, enqueue new ones
         ended = self._collect()
         self.maintain_if_due()  # curve retention, rate-limit counters
-        room, gpus = self._room(ended)
+        room, state = self._room(ended)
         if room <= 0:
             return 0
+        gpu_room = math.floor(state.free_gpus) * self.settings.gpu_pack_size
         with session_scope(self.db_url) as session:
             reservations = queue.reserve_runs(
                 session=session,
                 dispatcher_id=self.worker_id,
-                limit=room * self.settings.pack_size,
+                limit=room * self.settings.pack_size + gpu_room,
                 seconds=self.settings.lease_seconds,
             )
-        tasks = self._plan(reservations, room)
+        tasks = self._plan(reservations, room, state.gpus, state.free_gpus)
         handed = {r.run_id for task in tasks for r in task}
         left = [r.run_id for r in reservations if r.run_id not in handed]
         if left:  # more than the free slots take this tick: back to the queue at once
@@ -327,7 +362,8 @@ class Dispatcher:
             for reservation in task:
                 if reservation.queued_at is not None:
                     CLAIM_LAG.observe((handed_at - reservation.queued_at).total_seconds())
-            ref = self._submit(task[0], gpus) if len(task) == 1 else self._submit_pack(task)
+            gpus = state.gpus
+            ref = self._submit(task[0], gpus) if len(task) == 1 else self._submit_pack(task, gpus)
             self.inflight[ref] = [r.run_id for r in task]
         return len(handed)
 

@@ -40,6 +40,7 @@ class ClusterState:
     cpus: float = 0.0  # CPUs of the alive nodes
     free_cpus: float = 0.0  # CPUs no task holds now
     gpus: float = 0.0
+    free_gpus: float = 0.0
     error: str | None = None
     # The driver's connection is unusable (no answer, or its own node died): only a new
     # process can join the cluster again. False for a cluster that answers but has no CPUs.
@@ -123,7 +124,12 @@ def _ask() -> ClusterState:
     cpus = sum(float(n.get("Resources", {}).get("CPU", 0)) for n in alive)
     gpus = sum(float(n.get("Resources", {}).get("GPU", 0)) for n in alive)
     state = ClusterState(
-        ok=True, nodes=len(alive), cpus=cpus, free_cpus=float(free.get("CPU", 0)), gpus=gpus
+        ok=True,
+        nodes=len(alive),
+        cpus=cpus,
+        free_cpus=float(free.get("CPU", 0)),
+        gpus=gpus,
+        free_gpus=float(free.get("GPU", 0)),
     )
     if not any(n.get("NodeID") == mine for n in alive):
         # A driver submits through its own node's raylet: without it nothing can start, and

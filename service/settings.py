@@ -42,6 +42,19 @@ class Settings(BaseSettings):
         description="most runs one Ray task trains together as one batched computation "
         "(workers/packed/); 1: every run its own task",
     )
+    gpu_pack_size: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="most runs one task trains together on one GPU (a pack holds a whole GPU)",
+    )
+    gpu_per_run: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="the GPU share a run that trains alone on a GPU asks Ray for (0.25: four "
+        "such runs per GPU)",
+    )
     max_grid_runs: int = Field(2000, ge=1, description="largest grid a sweep may expand to")
     max_attempts: int = Field(3, ge=1, description="claims of a run before it counts as failed")
     lease_seconds: float = Field(60.0, gt=0, description="a worker renews every lease/3")

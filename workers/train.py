@@ -88,11 +88,25 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto`: a GPU where this process may use one (`gpu_allowed`), else the CPU."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if gpu_allowed() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
     return torch.device(name)
+
+
+def gpu_allowed() -> bool:
+    """Whether torch sees a GPU this process may use. Inside a Ray task only the GPUs Ray
+    assigned it count: Ray (>= 2.4x) leaves every GPU of the node visible to a task that asked
+    for none, and an `auto` run placed on a GPU node as a CPU task must not take one."""
+    if not torch.cuda.is_available():
+        return False
+    ray = sys.modules.get("ray")
+    in_task = ray is not None and ray.is_initialized()
+    if in_task and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+        return bool(ray.get_gpu_ids())
+    return True
 
 
 def build(config: RunConfig, device: torch.device) -> tuple[TaskData, nn.Module]:

@@ -261,6 +261,7 @@ def test_a_question_to_ray_is_answered_within_its_timeout_and_shared(monkeypatch
         "cpus": 0.0,
         "free_cpus": 0.0,
         "gpus": 0.0,
+        "free_gpus": 0.0,
         "error": "ConnectionError: GCS refused",
         "lost": True,
     }

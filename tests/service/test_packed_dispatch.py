@@ -110,14 +110,16 @@ def test_a_packed_sweep_records_what_one_run_per_task_records(sqlite_url, local_
 # --- how reserved runs become tasks (no Ray: the tasks are recorded, not run) --------------
 
 
-def planned(url: str, *, pack_size: int, free_cpus: int, monkeypatch) -> tuple[list, Dispatcher]:
+def planned(
+    url: str, *, pack_size: int, free_cpus: int, monkeypatch, **gpus: float
+) -> tuple[list, Dispatcher]:
     """One tick of a dispatcher whose Ray tasks are recorded: the run ids of each task."""
     tasks: list[list[int]] = []
     d = Dispatcher(Settings(database_url=url, lease_seconds=30, pack_size=pack_size))
     d._collect = lambda: 0
     d._submit = lambda reservation, gpus: tasks.append([reservation.run_id]) or object()
-    d._submit_pack = lambda reservations: tasks.append([r.run_id for r in reservations]) or object()
-    cluster(monkeypatch, nodes=1, cpus=free_cpus, free_cpus=free_cpus)
+    d._submit_pack = lambda task, gpus: tasks.append([r.run_id for r in task]) or object()
+    cluster(monkeypatch, nodes=1, cpus=free_cpus, free_cpus=free_cpus, **gpus)
     d.tick()
     return tasks, d
 
@@ -168,3 +170,45 @@ def test_pack_size_one_is_a_task_per_run(migrated_url, monkeypatch):
     with session_scope(migrated_url) as s:
         owners = s.scalars(select(Run.lease_owner).order_by(Run.id)).all()
     assert owners[3:] == [None, None]
+
+
+# --- GPUs: packs hold a whole GPU, a run alone a share of one -------------------------------
+
+
+def test_gpu_runs_pack_one_per_free_gpu_and_share_a_device_alone(migrated_url, monkeypatch):
+    submit(migrated_url, small("cuda", 10, device="cuda"))
+    submit(migrated_url, small("cuda-cnn", 2, device="cuda", architectures=["cnn"]))
+    submit(migrated_url, small("cpu", 4, device="cpu"))
+    gpus = {"gpus": 2.0, "free_gpus": 2.0}
+    tasks, d = planned(migrated_url, pack_size=16, free_cpus=8, monkeypatch=monkeypatch, **gpus)
+    # Two GPUs free: the 10 cuda MLPs as two packs of 5; the 2 CNNs alone; the 4 CPU runs
+    # split over the 4 slots left.
+    assert sorted(len(t) for t in tasks) == [1, 1, 1, 1, 1, 1, 5, 5]
+    with session_scope(migrated_url) as s:
+        device = dict(s.execute(select(Run.id, Run.config["device"].as_string())).all())
+    options = {
+        tuple(t): d.options_for([d_reservation(migrated_url, i) for i in t], 2.0) for t in tasks
+    }
+    for task, asked in options.items():
+        if device[task[0]] == "cpu":
+            assert asked == {}
+        elif len(task) > 1:
+            assert asked == {"num_gpus": 1}  # a pack holds a whole GPU
+        else:
+            assert asked == {"num_gpus": 0.25}  # four runs alone share one
+
+
+def test_auto_runs_go_to_gpus_only_where_the_cluster_has_them(migrated_url, monkeypatch):
+    submit(migrated_url, small("auto", 4))
+    tasks, d = planned(migrated_url, pack_size=16, free_cpus=2, monkeypatch=monkeypatch)
+    reservation = d_reservation(migrated_url, tasks[0][0])
+    assert d.options_for([reservation], 0.0) == {}  # no GPU in the cluster: a CPU task
+    assert d.options_for([reservation, reservation], 1.0) == {"num_gpus": 1}
+
+
+def d_reservation(url: str, run_id: int):
+    from db.queue import Reservation
+
+    with session_scope(url) as s:
+        run = s.get(Run, run_id)
+        return Reservation(run_id=run.id, config=run.config)
