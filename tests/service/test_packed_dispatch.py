@@ -212,3 +212,39 @@ def d_reservation(url: str, run_id: int):
     with session_scope(url) as s:
         run = s.get(Run, run_id)
         return Reservation(run_id=run.id, config=run.config)
+
+
+# --- the examples run packed by default, with the verdicts they have one by one ------------
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["quickstart.yaml", "deep_linear_init_scale.yaml"])
+def test_the_examples_run_packed_with_the_verdicts_they_have_alone(sqlite_url, local_ray, example):
+    from service.spec import load_spec_document
+    from tests.conftest import ROOT
+
+    upgrade(sqlite_url)
+    doc = load_spec_document(ROOT / "examples" / example)
+    ids = {}
+    for pack_size in (1, Settings().pack_size):  # a task per run, then the default
+        ids[pack_size] = submit(sqlite_url, doc)
+        Dispatcher(Settings(database_url=sqlite_url, poll_seconds=0.2, pack_size=pack_size)).run(
+            until=lambda sweep=ids[pack_size]: finished(sqlite_url, sweep), timeout=600
+        )
+    single, packed = recorded(sqlite_url, ids[1]), recorded(sqlite_url, ids[16])
+    assert single.keys() == packed.keys() and len(single) == doc_runs(doc)
+    assert all(r["execution"].startswith("packed(") for r in packed.values())
+    verdicts = {k: (r["outcome"], r["verdict"]) for k, r in single.items()}
+    assert {k: (r["outcome"], r["verdict"]) for k, r in packed.items()} == verdicts
+    worst = max(
+        abs(a - b)
+        for k in single
+        for a, b in zip(single[k]["losses"], packed[k]["losses"], strict=True)
+    )
+    print(f"{example}: verdicts {sorted(v for _, v in verdicts.values())}; "
+          f"largest per-step loss difference (float32, not bitwise) {worst:.1e}")  # fmt: skip
+
+
+def doc_runs(doc: dict) -> int:
+    return SweepSpec.model_validate(doc).grid_size()
