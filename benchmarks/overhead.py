@@ -1,24 +1,25 @@
 """The service path's overhead: a sweep through the dispatcher, Ray, leases, per-run writes,
 diagnosis and the leaderboard, against the same runs trained in-process.
 
-Three sides on the same runs (the small digits MLP, 2 hidden layers of 32, Adam, `--steps`
-steps, evidence every 10 steps), on 2 CPUs:
+The same runs (the small digits MLP, 2 hidden layers of 32, Adam, `--steps` steps, about a
+second each, evidence every 10 steps) four ways on 2 CPUs, packing off and on:
 
-  in-process  `workers.train.train` of each run's stored config in a pool of 2 processes
-              (torch imported and one run trained in each before timing), no database:
-              what the runs cost to train;
-  one-by-one  a real Dispatcher on a local Ray instance (2 CPUs) and SQLite with
-              `pack_size=1`: a Ray task per run, the behaviour before packs;
-  packed      the same with `pack_size=16` (the default): runs of one shape packed, each
-              still started, leased, recorded and diagnosed on its own.
+  in-process single   `workers.train.train` of each run's stored config in a pool of 2
+                      processes x 1 thread, no database: what the runs cost to train;
+  service single      a real Dispatcher on a local Ray instance (2 CPUs) and SQLite with
+                      `pack_size=1`: a Ray task per run;
+  in-process packed   `workers.packed.train.train_many` over each half of the runs in the
+                      same pool (two packs, one per process), no database;
+  service packed      the Dispatcher with `pack_size=16` (the default): two packs, each run
+                      still started, leased, recorded and diagnosed on its own.
 
 A service sweep's time runs from the dispatcher's first tick to the last run's
-`finished_at` (benchmarks/dispatch.py's `sweep_seconds`); a warm-up sweep starts Ray's
-workers first. Sides interleave, their order rotating every repeat. Prints each repeat,
-the medians, each side's time over in-process (the overhead factor) and packed over
-one-by-one, with the machine and its load.
+`finished_at` (benchmarks/dispatch.py's `sweep_seconds`); warm-up sweeps start Ray's
+workers and import torch in the pool first. Sides interleave, their order rotating every
+repeat. Prints each repeat, the medians, the overhead of the service over in-process with
+packing off and with packing on (target: <= 5 % each), packed over single, and the machine.
 
-    python benchmarks/overhead.py [--runs 32] [--steps 300] [--repeats 3]
+    python benchmarks/overhead.py [--runs 32] [--steps 700] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from db.session import session_scope
 from service.raycluster import init_ray
 from service.settings import Settings
 
-SIDES = ("in-process", "one-by-one", "packed")
+SIDES = ("in-process single", "service single", "in-process packed", "service packed")
 
 
 def _train(config: dict[str, Any]) -> str:
@@ -55,11 +56,26 @@ def _train(config: dict[str, Any]) -> str:
     return train(RunConfig.model_validate(config)).outcome
 
 
-def in_process_seconds(pool: Any, url: str, sweep_id: int) -> float:
+def _train_pack(configs: list[dict[str, Any]]) -> list[str]:
+    import torch
+
+    from workers.config import RunConfig
+    from workers.packed.train import train_many
+
+    torch.set_num_threads(1)
+    results = train_many([RunConfig.model_validate(c) for c in configs], threads=1)
+    return [r.outcome if not isinstance(r, Exception) else repr(r) for r in results]
+
+
+def in_process_seconds(pool: Any, url: str, sweep_id: int, *, packed: bool) -> float:
     with session_scope(url) as s:
         configs = s.scalars(select(Run.config).where(Run.sweep_id == sweep_id)).all()
     started = time.perf_counter()
-    outcomes = pool.map(_train, configs, chunksize=1)
+    if packed:
+        half = len(configs) // 2
+        outcomes = sum(pool.map(_train_pack, [configs[:half], configs[half:]]), [])
+    else:
+        outcomes = pool.map(_train, configs, chunksize=1)
     took = time.perf_counter() - started
     if set(outcomes) != {"succeeded"}:
         raise SystemExit(f"in-process: not every run succeeded: {sorted(set(outcomes))}")
@@ -69,8 +85,8 @@ def in_process_seconds(pool: Any, url: str, sweep_id: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -79,10 +95,10 @@ def main() -> None:
         upgrade(url)
         base = dict(database_url=url, ray_address=None, ray_num_cpus=2, poll_seconds=0.5)
         settings = {
-            "one-by-one": Settings(**base, pack_size=1),
-            "packed": Settings(**base, pack_size=16),
+            "service single": Settings(**base, pack_size=1),
+            "service packed": Settings(**base, pack_size=16),
         }
-        init_ray(settings["packed"], log_to_driver=False)
+        init_ray(settings["service packed"], log_to_driver=False)
         print(f"machine: {machine()}", flush=True)
         print(
             f"{args.runs} runs x {args.steps} steps (digits MLP 2x32, Adam) on 2 CPUs; "
@@ -90,20 +106,21 @@ def main() -> None:
             flush=True,
         )
         warm = enqueue(url, runs=4, steps=args.steps, name="warm-up")
-        sweep_seconds(settings["one-by-one"], warm, refill=True)
+        sweep_seconds(settings["service single"], warm, refill=True)
         warm = enqueue(url, runs=4, steps=args.steps, name="warm-up-packed")
-        sweep_seconds(settings["packed"], warm, refill=True)
+        sweep_seconds(settings["service packed"], warm, refill=True)
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(2) as pool:
-            in_process_seconds(pool, url, warm)  # imports torch in both processes
+            in_process_seconds(pool, url, warm, packed=False)  # torch imported in both
+            in_process_seconds(pool, url, warm, packed=True)
 
             times: dict[str, list[float]] = {name: [] for name in SIDES}
             for repeat in range(args.repeats):
                 order = SIDES[repeat % 3 :] + SIDES[: repeat % 3]
                 for name in order:
                     sweep = enqueue(url, runs=args.runs, steps=args.steps, name=f"{name}-{repeat}")
-                    if name == "in-process":
-                        took = in_process_seconds(pool, url, sweep)
+                    if name.startswith("in-process"):
+                        took = in_process_seconds(pool, url, sweep, packed="packed" in name)
                     else:
                         took = sweep_seconds(settings[name], sweep, refill=True)
                     times[name].append(took)
@@ -111,11 +128,15 @@ def main() -> None:
                 print(f"repeat {repeat + 1}: {line}; load {load()}", flush=True)
 
     median = {name: statistics.median(v) for name, v in times.items()}
-    print(f"{'side':<12}{'median s':>10}{'runs/s':>8}{'/ in-process':>14}")
+    print(f"{'side':<20}{'median s':>10}{'runs/s':>8}{'spread':>8}")
     for name, seconds in median.items():
-        ratio = seconds / median["in-process"]
-        print(f"{name:<12}{seconds:>10.2f}{args.runs / seconds:>8.2f}{ratio:>13.2f}x")
-    print(f"packed / one-by-one: {median['one-by-one'] / median['packed']:.2f}x the runs/s")
+        spread = (max(times[name]) - min(times[name])) / seconds
+        print(f"{name:<20}{seconds:>10.2f}{args.runs / seconds:>8.2f}{spread:>8.0%}")
+    for mode in ("single", "packed"):
+        over = median[f"service {mode}"] / median[f"in-process {mode}"] - 1
+        print(f"service overhead, packing {'off' if mode == 'single' else 'on'}: {over:+.1%}")
+    ratio = median["service single"] / median["service packed"]
+    print(f"service packed / service single: {ratio:.2f}x the runs/s")
     print(f"load average after: {load()}")
 
 

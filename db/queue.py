@@ -29,6 +29,7 @@ update more rows than asked). SQLite has no row locks: every transaction there b
 from __future__ import annotations
 
 import datetime as dt
+import json
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -343,16 +344,43 @@ def _assert_owner(session: Session, run_id: int, attempt: int) -> None:
         raise LeaseLost(run_id, attempt)
 
 
+METRIC_COLUMNS = tuple(c.name for c in RunMetric.__table__.columns)
+
+
 def write_metrics(
     *, session: Session, run_id: int, attempt: int, rows: Iterable[dict[str, Any]]
 ) -> int:
-    """Append a batch of per-step metric rows (one executemany, never one insert per row)."""
+    """Append a batch of per-step metric rows in the session's transaction, after the
+    attempt's fencing check: on PostgreSQL by COPY (2.3x the rows/s of an executemany of
+    the same rows: benchmarks/ingestion.py), elsewhere one executemany."""
     batch = [{**row, "run_id": run_id, "attempt": attempt} for row in rows]
     if not batch:
         return 0
+    unknown = {k for row in batch for k in row} - set(METRIC_COLUMNS)
+    if unknown:
+        raise ValueError(f"metric rows with unknown fields: {sorted(unknown)}")
     _assert_owner(session, run_id, attempt)
-    session.execute(insert(RunMetric), batch)
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_metrics(session, batch)
+    else:
+        session.execute(insert(RunMetric), batch)
     return len(batch)
+
+
+def _copy_metrics(session: Session, batch: list[dict[str, Any]]) -> None:
+    """COPY the rows into run_metric on the session's own connection and transaction (JSON
+    fields as JSON text, as the ORM's JSON type writes them)."""
+    raw = session.connection().connection.driver_connection
+    assert raw is not None  # a live connection of this transaction
+    statement = f"COPY run_metric ({', '.join(METRIC_COLUMNS)}) FROM STDIN"
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in batch:
+            copy.write_row(
+                [
+                    json.dumps(v) if isinstance(v, dict | list) else v
+                    for v in (row.get(c) for c in METRIC_COLUMNS)
+                ]
+            )
 
 
 def write_probe(*, session: Session, run_id: int, attempt: int, probe: dict[str, Any]) -> int:

@@ -287,3 +287,32 @@ def test_released_and_cancelled_reservations(migrated_url):
     assert start(migrated_url, ids[2]) is None  # cancelled while waiting in Ray's queue
     with session_scope(migrated_url) as s:
         assert s.scalars(select(Run.attempts).order_by(Run.id)).all() == [1, 0, 0]
+
+
+def test_metric_rows_read_back_as_written_on_both_databases(migrated_url):
+    """What a worker writes (Postgres: by COPY): JSON fields, a non-finite loss, flags and
+    missing fields as NULL; a row with a field the table lacks is refused, nothing written."""
+    import math
+
+    enqueue(migrated_url, 1)
+    (c,) = claim(migrated_url, 1)
+    rows = [
+        {
+            "step": 0, "loss": 2.5, "lr": 0.1, "grad_norm": 1.5, "clipped": True,
+            "layer_grad_norms": {"fc1": 0.5, "fc2": 1.25},
+            "activation_stats": {"fc1": {"mean": 0.1, "dead_fraction": 0.0}},
+        },
+        {"step": 1, "loss": math.inf, "clipped": False, "eval_loss": 2.0, "eval_accuracy": 0.5},
+    ]  # fmt: skip
+    with session_scope(migrated_url) as s:
+        assert queue.write_metrics(session=s, run_id=c.run_id, attempt=c.attempt, rows=rows) == 2
+    bad = [{"step": 2, "losss": 1.0}]
+    with pytest.raises(ValueError, match="unknown fields"), session_scope(migrated_url) as s:
+        queue.write_metrics(session=s, run_id=c.run_id, attempt=c.attempt, rows=bad)
+    with session_scope(migrated_url) as s:
+        stored = s.scalars(select(RunMetric).order_by(RunMetric.step)).all()
+        got = [
+            {k: getattr(m, k) for k in {*row} | {"update_norm"}}
+            for m, row in zip(stored, rows, strict=True)
+        ]
+    assert got == [{**row, "update_norm": None} for row in rows]
