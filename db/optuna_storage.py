@@ -22,3 +22,20 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
         )
         _storages[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     return _storages[url]
+
+
+_cached: dict[str, optuna.storages.BaseStorage] = {}
+
+
+def cached_storage(url: str) -> optuna.storages.BaseStorage:
+    """The study driver's view of `optuna_storage(url)`, kept for the process: Optuna's own
+    cache of finished trials (`_CachedStorage`, what `optuna.load_study` wraps an RDBStorage
+    in, anew at every call), so that a tick re-reads only the trials still running instead
+    of every trial of the study (benchmarks/optuna_overhead.py). The workers' reports and
+    the driver's tells both go through the database; the cache re-reads unfinished trials."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    url = normalize_url(url)
+    if url not in _cached:
+        _cached[url] = _CachedStorage(optuna_storage(url))
+    return _cached[url]

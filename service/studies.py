@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from db import queue
 from db import studies as db_studies
 from db.models import RunResult, Study, User, utcnow
-from db.optuna_storage import optuna_storage
+from db.optuna_storage import cached_storage, optuna_storage
 from db.session import read_scope, session_scope
 from service.auth import Identity
 from service.settings import Settings
@@ -116,7 +116,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 def load(spec: StudySpec, row: Study, url: str, n_asked: int = 0) -> optuna.Study:
     return optuna.load_study(
         study_name=row.optuna_study_name,
-        storage=optuna_storage(url),
+        storage=cached_storage(url),
         sampler=make_sampler(spec, n_asked),
         pruner=make_pruner(spec),
     )
@@ -198,7 +198,7 @@ def advance(settings: Settings, study_id: int) -> None:
         if status == "missing":  # asked, but the run was never enqueued (a crash between)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         elif status in TERMINAL:
-            _tell(study, optuna_storage(url), trial, spec, status, result)
+            _tell(study, cached_storage(url), trial, spec, status, result)
     in_flight = sum(1 for s, _ in runs.values() if s not in TERMINAL)
     asked = sum(1 for t in trials if t.state != optuna.trial.TrialState.WAITING)  # enqueued
     while row.state == "running" and asked < spec.n_trials and in_flight < spec.parallelism:
