@@ -74,6 +74,9 @@ def dispatcher_env(head: RayHead, url: str, lease: float) -> dict[str, str]:
         "PLATEAU_POLL_SECONDS": "0.2",
         "PLATEAU_BACKOFF_MAX_SECONDS": "2",
         "PLATEAU_RAY_TIMEOUT_SECONDS": "3",
+        # A Ray task per run: these tests are about one run waiting in Ray's queue behind
+        # another (packed, the four would be one task; test_failover.py kills a pack).
+        "PLATEAU_PACK_SIZE": "1",
     }
 
 
