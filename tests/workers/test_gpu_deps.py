@@ -21,29 +21,25 @@ sys.meta_path.insert(0, Absent())
 """
 
 
-def test_the_gpu_tests_need_no_service_package(tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
-    files = (ROOT / "tests/workers/GPU_TESTS").read_text().split()
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu", *files,
-         "-p", "no:cacheprovider"],
+def collect(blocker: Path, *args: str) -> subprocess.CompletedProcess:
+    """`pytest --collect-only` of `args` in a Python that cannot import ABSENT."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
         cwd=ROOT,
-        env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=300,
-    )  # fmt: skip
+    )
+
+
+def test_the_gpu_tests_need_no_service_package(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    files = (ROOT / "tests/workers/GPU_TESTS").read_text().split()
+    out = collect(tmp_path, "-m", "gpu", *files)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     collected = [line for line in out.stdout.splitlines() if "::" in line]
     assert len(collected) >= 40, out.stdout[-2000:]
     # The blocker works: the same collection of a module that imports the database fails.
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/workers/test_settings.py",
-         "-p", "no:cacheprovider"],
-        cwd=ROOT,
-        env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    out = collect(tmp_path, "tests/workers/test_settings.py")
     assert out.returncode != 0 and "not installed on the GPU machine" in out.stdout + out.stderr
