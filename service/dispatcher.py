@@ -248,19 +248,19 @@ class Dispatcher:
             runs.append(r)
             configs.append(config)
         tasks = [[r] for r in alone]
-        gpu_runs, gpu_configs = packing[True]
-        if gpu_runs:
-            per_pack = -(-len(gpu_runs) // max(1, math.floor(free_gpus)))
-            split = packable(gpu_configs, max_size=min(self.settings.gpu_pack_size, per_pack))
-            tasks += [[gpu_runs[i] for i in pack] for pack in split.packs]
-            tasks += [[gpu_runs[i]] for i in split.single]
-        cpu_runs, cpu_configs = packing[False]
-        if cpu_runs:
-            # As many packs as the slots the other tasks leave, each at most pack_size.
-            per_pack = -(-len(cpu_runs) // max(1, slots - len(tasks)))
-            split = packable(cpu_configs, max_size=min(self.settings.pack_size, per_pack))
-            tasks += [[cpu_runs[i] for i in pack] for pack in split.packs]
-            tasks += [[cpu_runs[i]] for i in split.single]
+
+        def split(on_gpu: bool, packs: int, most: int) -> None:
+            """The runs of one kind as `packs` near-equal packs of at most `most` runs."""
+            runs, configs = packing[on_gpu]
+            if runs:
+                size = min(most, -(-len(runs) // max(1, packs)))
+                packed = packable(configs, max_size=size)
+                tasks.extend([runs[i] for i in pack] for pack in packed.packs)
+                tasks.extend([runs[i]] for i in packed.single)
+
+        split(True, math.floor(free_gpus), self.settings.gpu_pack_size)  # one per free GPU
+        # As many CPU packs as the slots the other tasks leave, each at most pack_size.
+        split(False, slots - len(tasks), self.settings.pack_size)
         tasks.sort(key=lambda task: min(r.run_id for r in task))
         return tasks[:slots]
 
@@ -362,8 +362,10 @@ class Dispatcher:
             for reservation in task:
                 if reservation.queued_at is not None:
                     CLAIM_LAG.observe((handed_at - reservation.queued_at).total_seconds())
-            gpus = state.gpus
-            ref = self._submit(task[0], gpus) if len(task) == 1 else self._submit_pack(task, gpus)
+            if len(task) == 1:
+                ref = self._submit(task[0], state.gpus)
+            else:
+                ref = self._submit_pack(task, state.gpus)
             self.inflight[ref] = [r.run_id for r in task]
         return len(handed)
 

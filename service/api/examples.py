@@ -108,7 +108,7 @@ class FieldExamples:
         if value is MISSING or not isinstance(schema, dict):
             return
         if "$ref" in schema:
-            self.visit(self.components.get(schema["$ref"].rsplit("/", 1)[-1], {}), value)
+            self.visit(_resolve(schema, self.components), value)
         for key in ("anyOf", "oneOf", "allOf"):
             for option in schema.get(key, []):
                 if key == "allOf" or self._matches(option, value):
@@ -128,7 +128,7 @@ class FieldExamples:
     def _matches(self, schema: dict[str, Any], value: Any) -> bool:
         """Whether `value` fits this option of a union, by type and discriminating const."""
         if "$ref" in schema:
-            return self._matches(self.components.get(schema["$ref"].rsplit("/", 1)[-1], {}), value)
+            return self._matches(_resolve(schema, self.components), value)
         kind = schema.get("type")
         if kind is None:
             options = schema.get("anyOf")
@@ -165,6 +165,12 @@ class FieldExamples:
                     prop["examples"] = [fallback]
 
 
+def _resolve(ref: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """The component a {"$ref": "#/components/schemas/Name"} names."""
+    found: dict[str, Any] = components.get(ref["$ref"].rsplit("/", 1)[-1], {})
+    return found
+
+
 def _properties(schema: Any) -> Iterator[dict[str, Any]]:
     if isinstance(schema, dict):
         yield from (p for p in (schema.get("properties") or {}).values() if isinstance(p, dict))
@@ -178,7 +184,7 @@ def _properties(schema: Any) -> Iterator[dict[str, Any]]:
 def _fallback(prop: dict[str, Any], components: dict[str, Any]) -> Any:
     """An example a field's schema implies: its enum's first value, its const, its default."""
     if "$ref" in prop:
-        target = components.get(prop["$ref"].rsplit("/", 1)[-1], {})
+        target = _resolve(prop, components)
         if "enum" in target:
             return target["enum"][0]
     if "enum" in prop:
