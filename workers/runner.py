@@ -125,6 +125,11 @@ class Heartbeat(threading.Thread):
         self._done.set()
 
 
+def _failure(exc: BaseException) -> str:
+    """A failed run's error: the exception, then its traceback (at most 8 frames)."""
+    return f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc, limit=8))
+
+
 class Attempt:
     """One started attempt of a run: its heartbeat, the hooks that stream its evidence and
     probes to the database, and the recording of its end. `execute` drives one attempt
@@ -203,15 +208,12 @@ class Attempt:
                 log.info("run %s attempt %s stopped: lease lost or cancelled", run_id, attempt)
                 return "stopped"
             if isinstance(outcome, BaseException):  # one broken run must not take the sweep down
-                status, record = "failed", {}
-                trace = "".join(traceback.format_exception(outcome, limit=8))
-                error = f"{type(outcome).__name__}: {outcome}\n{trace}"
+                status, record, error = "failed", {}, _failure(outcome)
             else:
                 try:
                     status, record, error = self._result(outcome)
                 except Exception as exc:
-                    status, record = "failed", {}
-                    error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+                    status, record, error = "failed", {}, _failure(exc)
             self.write(
                 "result",
                 lambda s: queue.complete_run(
@@ -271,24 +273,29 @@ def execute_pack(*, db_url: str, claims: list[queue.Claim], lease_seconds: float
     """Run started attempts together: packed where their configs pack
     (`workers.packed.train_many`), one by one otherwise; each attempt keeps its own lease,
     writes and fencing, and a run that fails, diverges or loses its lease ends alone. An
-    error of the batched computation itself ends each attempt of that pack as failed.
-    Returns the recorded outcomes, in order."""
+    error of the batched computation itself ends each attempt of that pack as failed; a run
+    whose attempt cannot be set up (its config does not load here) is left to its lease, as
+    a one-run task that raises is, and counts as "task_error". Returns the outcomes, in order."""
     from workers.packed.train import train_many
 
-    runs = [
-        Attempt(
-            db_url=db_url,
-            run_id=c.run_id,
-            attempt=c.attempt,
-            config=c.config,
-            lease_seconds=lease_seconds,
-        )
-        for c in claims
-    ]
+    runs: dict[int, Attempt] = {}  # claim index -> its attempt
+    for i, c in enumerate(claims):
+        try:
+            runs[i] = Attempt(
+                db_url=db_url,
+                run_id=c.run_id,
+                attempt=c.attempt,
+                config=c.config,
+                lease_seconds=lease_seconds,
+            )
+        except Exception:  # as a one-run task that raises: its lease runs out, it is requeued
+            log.exception("run %s attempt %s could not be set up", c.run_id, c.attempt)
+    started = list(runs.values())
     try:
         outcomes: list[TrainResult | BaseException] = list(
-            train_many([r.config for r in runs], [r.hooks for r in runs])
+            train_many([r.config for r in started], [r.hooks for r in started])
         )
     except Exception as exc:
-        outcomes = [exc] * len(runs)
-    return [run.finish(outcome) for run, outcome in zip(runs, outcomes, strict=True)]
+        outcomes = [exc] * len(started)
+    recorded = {i: run.finish(o) for (i, run), o in zip(runs.items(), outcomes, strict=True)}
+    return [recorded.get(i, "task_error") for i in range(len(claims))]

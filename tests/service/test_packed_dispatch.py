@@ -248,3 +248,26 @@ def test_the_examples_run_packed_with_the_verdicts_they_have_alone(sqlite_url, l
 
 def doc_runs(doc: dict) -> int:
     return SweepSpec.model_validate(doc).grid_size()
+
+
+def test_a_run_whose_attempt_cannot_be_set_up_leaves_the_rest_of_its_pack_running(migrated_url):
+    """Its config does not load in the worker: it is left to its lease (no heartbeat renews
+    it), as a one-run task that raises is; the others of the pack are trained and recorded."""
+    import dataclasses
+
+    from db import queue
+    from workers.runner import execute_pack
+
+    submit(migrated_url, small("pack", 3))
+    with session_scope(migrated_url) as s:
+        claims = queue.claim_runs(session=s, worker_id="w", limit=3, lease_seconds=2)
+    broken = dataclasses.replace(claims[1], config={**claims[1].config, "task": {"name": "nope"}})
+    outcomes = execute_pack(
+        db_url=migrated_url, claims=[claims[0], broken, claims[2]], lease_seconds=2
+    )
+    assert outcomes == ["succeeded", "task_error", "succeeded"]
+    with session_scope(migrated_url) as s:
+        left = s.get(Run, broken.run_id)
+        # running under the lease it was claimed with, which nothing renewed
+        assert left.status == "running" and left.lease_expires_at == broken.lease_expires_at
+        assert s.scalar(select(RunResult.run_id).where(RunResult.run_id == broken.run_id)) is None
