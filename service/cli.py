@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from service import tables
-from service.raycluster import NODE_POOL_LABEL
+from service.raycluster import GPU_MEMORY_LABEL, NODE_POOL_LABEL, node_labels
 from service.settings import get_settings
 from service.spec import SpecError, SweepSpec, load_spec_document
 from service.study_spec import StudySpec
@@ -547,8 +547,11 @@ def worker(
         cmd.append(f"--num-cpus={num_cpus}")
     if num_gpus is not None:
         cmd.append(f"--num-gpus={num_gpus}")
-    if pool is not None:
-        cmd.append(f"--labels={NODE_POOL_LABEL}={pool}")
+    labels = node_labels(pool)  # its worker group, and its GPU memory (GPU packs fit it)
+    if num_gpus == 0:  # a node that offers no GPU says nothing of GPU memory
+        labels.pop(GPU_MEMORY_LABEL, None)
+    if labels:
+        cmd.append("--labels=" + ",".join(f"{k}={v}" for k, v in labels.items()))
     raise typer.Exit(subprocess.call(cmd))
 
 

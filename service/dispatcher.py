@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from db import queue
 from db.errors import database_unavailable
@@ -59,6 +59,9 @@ from service.maintenance import maintain
 from service.metrics import CLAIM_LAG, RUNS_FINISHED
 from service.raycluster import ClusterState, cluster_state, init_ray
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.config import RunConfig
 
 __all__ = [
     "Dispatcher",
@@ -73,6 +76,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Longest single wait on Ray between ticks: how soon a stop is seen while runs are in flight.
 STOP_CHECK_SECONDS = 0.5
+# The share of a GPU's memory a pack may fill with its runs: the rest is for the CUDA context,
+# the allocator's slack, the task data and the probes (which take one run at a time).
+GPU_MEMORY_SHARE = 0.8
 
 
 class RayUnavailable(Exception):
@@ -218,12 +224,13 @@ class Dispatcher:
         slots: int,
         gpus: float = 0.0,
         free_gpus: float = 0.0,
+        gpu_memory_mib: int | None = None,
     ) -> list[list[queue.Reservation]]:
         """The reserved runs as Ray tasks, at most `slots` of them, oldest runs first: packs
         of runs that train together, a task each for the rest (study trials, runs the packer
         refuses). CPU packs are near-equal, at most `pack_size` each, as many as the slots
         the other tasks leave; GPU packs (runs that train on a GPU) one per free GPU, at
-        most `gpu_pack_size` each."""
+        most `gpu_pack_size` (`gpu_memory_mib`: the smallest GPU's memory) each."""
         from workers.config import RunConfig
         from workers.packed.grouping import pack_refusal, packable
 
@@ -254,15 +261,34 @@ class Dispatcher:
             runs, configs = packing[on_gpu]
             if runs:
                 size = min(most, -(-len(runs) // max(1, packs)))
+                # Full packs for the free slots; the runs past them wait for the next tick.
+                runs, configs = runs[: max(1, packs) * size], configs[: max(1, packs) * size]
                 packed = packable(configs, max_size=size)
                 tasks.extend([runs[i] for i in pack] for pack in packed.packs)
                 tasks.extend([runs[i]] for i in packed.single)
 
-        split(True, math.floor(free_gpus), self.settings.gpu_pack_size)  # one per free GPU
+        # One pack per free GPU, as large as fits the smallest GPU's memory.
+        split(True, math.floor(free_gpus), self.gpu_pack_size(packing[True][1], gpu_memory_mib))
         # As many CPU packs as the slots the other tasks leave, each at most pack_size.
         split(False, slots - len(tasks), self.settings.pack_size)
         tasks.sort(key=lambda task: min(r.run_id for r in task))
         return tasks[:slots]
+
+    def gpu_pack_size(self, configs: list[RunConfig], gpu_memory_mib: int | None) -> int:
+        """The most runs of `configs` one GPU pack takes: `gpu_pack_size`, fewer where their
+        estimated memory (workers.packed.grouping.pack_run_bytes) would not fit in
+        `GPU_MEMORY_SHARE` of the GPU's memory (the node's label, else `gpu_memory_gib`)."""
+        from workers.packed.grouping import pack_run_bytes
+
+        memory = (
+            gpu_memory_mib * 2**20
+            if gpu_memory_mib
+            else (self.settings.gpu_memory_gib or 0) * 2**30
+        )
+        if not memory or not configs:
+            return self.settings.gpu_pack_size
+        fit = int(GPU_MEMORY_SHARE * memory // max(pack_run_bytes(c) for c in configs))
+        return max(1, min(self.settings.gpu_pack_size, fit))
 
     def _collect(self) -> int:
         """Log finished tasks; give back the reservations of runs they did not start.
@@ -349,7 +375,7 @@ class Dispatcher:
                 limit=room * self.settings.pack_size + gpu_room,
                 seconds=self.settings.lease_seconds,
             )
-        tasks = self._plan(reservations, room, state.gpus, state.free_gpus)
+        tasks = self._plan(reservations, room, state.gpus, state.free_gpus, state.gpu_memory_mib)
         handed = {r.run_id for task in tasks for r in task}
         left = [r.run_id for r in reservations if r.run_id not in handed]
         if left:  # more than the free slots take this tick: back to the queue at once

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 from concurrent.futures import Future
@@ -29,6 +30,10 @@ LOOPBACK = "127.0.0.1"
 # `plateau worker --pool`, docker-compose.yml and deploy/k8s/raycluster.yaml alike, and
 # recorded with each run (workers.train.ray_node).
 NODE_POOL_LABEL = "plateau.dev/pool"
+# The Ray node label giving the memory of a node's smallest GPU in MiB: set by `plateau worker`
+# and the embedded instance from nvidia-smi, by hand in a manifest; the dispatcher sizes GPU
+# packs to fit the smallest such GPU (PLATEAU_GPU_MEMORY_GIB where no node says).
+GPU_MEMORY_LABEL = "plateau.dev/gpu-memory-mib"
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class ClusterState:
     free_cpus: float = 0.0  # CPUs no task holds now
     gpus: float = 0.0
     free_gpus: float = 0.0
+    gpu_memory_mib: int | None = None  # the smallest GPU memory a GPU node's label gives
     error: str | None = None
     # The driver's connection is unusable (no answer, or its own node died): only a new
     # process can join the cluster again. False for a cluster that answers but has no CPUs.
@@ -81,6 +87,33 @@ def _keep_token_auth_quietly() -> None:
         Config.initialize("")
 
 
+def local_gpu_memory_mib() -> int | None:
+    """The memory of this machine's smallest NVIDIA GPU in MiB, from nvidia-smi (no torch in
+    the service); None without GPUs or the tool."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sizes = [int(line.strip()) for line in out.splitlines() if line.strip().isdigit()]
+    return min(sizes) if sizes else None
+
+
+def node_labels(pool: str | None = None) -> dict[str, str]:
+    """The plateau labels of a Ray node started on this machine: its worker group, and its
+    GPU memory where it has GPUs."""
+    labels = {NODE_POOL_LABEL: pool} if pool else {}
+    memory = local_gpu_memory_mib()
+    if memory is not None:
+        labels[GPU_MEMORY_LABEL] = str(memory)
+    return labels
+
+
 def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
     """Connect to RAY_ADDRESS, or start the embedded local Ray instance on 127.0.0.1."""
     if settings.ray_address:
@@ -108,6 +141,7 @@ def init_ray(settings: Settings, *, log_to_driver: bool = True) -> None:
         # local Ray instance.") go; its warnings and errors stay.
         logging_level=logging.WARNING,
         _node_ip_address=LOOPBACK,
+        labels=node_labels(),
     )
 
 
@@ -123,6 +157,12 @@ def _ask() -> ClusterState:
     mine = ray.get_runtime_context().get_node_id()
     cpus = sum(float(n.get("Resources", {}).get("CPU", 0)) for n in alive)
     gpus = sum(float(n.get("Resources", {}).get("GPU", 0)) for n in alive)
+    memory = [
+        int(n["Labels"][GPU_MEMORY_LABEL])
+        for n in alive
+        if float(n.get("Resources", {}).get("GPU", 0)) > 0
+        and str((n.get("Labels") or {}).get(GPU_MEMORY_LABEL, "")).isdigit()
+    ]
     state = ClusterState(
         ok=True,
         nodes=len(alive),
@@ -130,6 +170,7 @@ def _ask() -> ClusterState:
         free_cpus=float(free.get("CPU", 0)),
         gpus=gpus,
         free_gpus=float(free.get("GPU", 0)),
+        gpu_memory_mib=min(memory) if memory else None,
     )
     if not any(n.get("NodeID") == mine for n in alive):
         # A driver submits through its own node's raylet: without it nothing can start, and

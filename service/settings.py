@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         le=4096,
         description="most runs one task trains together on one GPU (a pack holds a whole GPU)",
     )
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="GPU memory to size GPU packs by where no GPU node's label "
+        "(plateau.dev/gpu-memory-mib) says; unset: packs are bounded by gpu_pack_size only",
+    )
     gpu_per_run: float = Field(
         0.25,
         gt=0,

@@ -111,11 +111,13 @@ def test_a_packed_sweep_records_what_one_run_per_task_records(sqlite_url, local_
 
 
 def planned(
-    url: str, *, pack_size: int, free_cpus: int, monkeypatch, **gpus: float
+    url: str, *, pack_size: int, free_cpus: int, monkeypatch, settings=None, **gpus: float
 ) -> tuple[list, Dispatcher]:
     """One tick of a dispatcher whose Ray tasks are recorded: the run ids of each task."""
     tasks: list[list[int]] = []
-    d = Dispatcher(Settings(database_url=url, lease_seconds=30, pack_size=pack_size))
+    d = Dispatcher(
+        Settings(database_url=url, lease_seconds=30, pack_size=pack_size, **(settings or {}))
+    )
     d._collect = lambda: 0
     d._submit = lambda reservation, gpus: tasks.append([reservation.run_id]) or object()
     d._submit_pack = lambda task, gpus: tasks.append([r.run_id for r in task]) or object()
@@ -196,6 +198,45 @@ def test_gpu_runs_pack_one_per_free_gpu_and_share_a_device_alone(migrated_url, m
             assert asked == {"num_gpus": 1}  # a pack holds a whole GPU
         else:
             assert asked == {"num_gpus": 0.25}  # four runs alone share one
+
+
+def test_gpu_packs_are_sized_to_fit_the_smallest_gpus_memory(migrated_url, monkeypatch):
+    from service.dispatcher import GPU_MEMORY_SHARE
+    from workers.config import RunConfig
+    from workers.packed.grouping import pack_run_bytes
+
+    wide = [{"name": "mlp", "depth": 3, "width": 1024}]
+    submit(migrated_url, small("wide", 10, device="cuda", architectures=wide))
+    with session_scope(migrated_url) as s:
+        per_run = pack_run_bytes(RunConfig.model_validate(s.scalars(select(Run.config)).first()))
+    mib = math.ceil(3.5 * per_run / GPU_MEMORY_SHARE / 2**20)  # room for 3 runs, not 4
+    gpu = {"gpus": 1.0, "free_gpus": 1.0, "gpu_memory_mib": mib}
+    tasks, d = planned(migrated_url, pack_size=16, free_cpus=1, monkeypatch=monkeypatch, **gpu)
+    assert [len(t) for t in tasks] == [3]
+    d.release()
+    # The same room given by the setting, for clusters whose GPU nodes carry no label.
+    settings = {"gpu_memory_gib": mib / 1024}
+    gpu = {"gpus": 1.0, "free_gpus": 1.0}
+    tasks, d = planned(
+        migrated_url, pack_size=16, free_cpus=1, monkeypatch=monkeypatch, settings=settings, **gpu
+    )
+    assert [len(t) for t in tasks] == [3]
+    d.release()
+    # Without either, gpu_pack_size alone bounds the pack.
+    tasks, _ = planned(migrated_url, pack_size=16, free_cpus=1, monkeypatch=monkeypatch, **gpu)
+    assert [len(t) for t in tasks] == [10]
+
+
+def test_a_worker_node_labels_its_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
+    from service.raycluster import GPU_MEMORY_LABEL, NODE_POOL_LABEL, node_labels
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: no GPU, no memory label
+    assert node_labels("cpu-workers") == {NODE_POOL_LABEL: "cpu-workers"}
+    tool = tmp_path / "nvidia-smi"  # the tool's answer on a node with two GPUs, in MiB
+    tool.write_text("#!/bin/sh\nprintf '143771\\n81559\\n'\n")
+    tool.chmod(0o755)
+    labels = node_labels("gpu-workers")
+    assert labels == {NODE_POOL_LABEL: "gpu-workers", GPU_MEMORY_LABEL: "81559"}
 
 
 def test_auto_runs_go_to_gpus_only_where_the_cluster_has_them(migrated_url, monkeypatch):

@@ -433,3 +433,49 @@ def test_a_pack_on_cuda_trains_as_on_the_cpu():
     for a, b in zip(on_cpu, on_gpu, strict=True):
         assert_losses_equal(a.result.losses, b.result.losses)
         assert b.result.environment["device"].startswith("cuda")
+
+
+def _peak_bytes(configs: list[RunConfig]) -> int:
+    """The most memory the pack's operators held at once while it trained (the profiler's
+    record of every allocation and free, in order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        packed(configs)
+    held = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        held += event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return peak
+
+
+@pytest.mark.parametrize(
+    "optimizer,normalization,width,batch",
+    [
+        ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, "batchnorm", 512, 8),  # parameters
+        ({"name": "adam", "lr": 1e-3}, "none", 512, 8),
+        ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, "batchnorm", 16, 256),  # activations
+    ],
+)
+def test_the_memory_a_pack_is_sized_by_bounds_what_each_run_holds(
+    optimizer, normalization, width, batch
+):
+    """GPU packs are sized by pack_run_bytes: it must not be below what a run adds to a
+    pack's peak (else a pack sized to fit would not), nor far above (else packs shrink)."""
+    from workers.packed.grouping import pack_run_bytes
+
+    def pack(n: int) -> list[RunConfig]:
+        return [
+            small(
+                seed=s,
+                optimizer=optimizer,
+                normalization=normalization,
+                architecture={"name": "mlp", "depth": 3, "width": width},
+                budget={"steps": 4, "batch_size": batch, "log_every": 1, "eval_every": 100},
+            )
+            for s in range(n)
+        ]
+
+    per_run = (_peak_bytes(pack(16)) - _peak_bytes(pack(4))) / 12
+    estimate = pack_run_bytes(pack(1)[0])
+    assert per_run < estimate < 2.5 * per_run, (per_run, estimate)

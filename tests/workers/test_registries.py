@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.workers.helpers import SMALL_TASKS, config, trains
 from workers.errors import UnknownName
@@ -149,3 +150,18 @@ def test_the_config_schemas_name_exactly_the_registered_entries():
     assert set(names_of(ArchConfig)) == set(ARCHITECTURES)
     assert set(names_of(InitConfig)) == set(INITS)
     assert set(names_of(OptimizerConfig)) == set(OPTIMIZERS)
+
+
+def test_a_worker_process_builds_a_task_once_and_keeps_it():
+    from workers.config import DigitsTask
+    from workers.tasks import TASK_CACHE_SIZE, _build_task
+
+    first = create_task(DigitsTask(n_train=300))
+    assert create_task(DigitsTask(n_train=300)) is first  # an equal config: the kept data
+    fresh = _build_task(DigitsTask(n_train=300))
+    assert torch.equal(first.x_train, fresh.x_train) and torch.equal(first.y_test, fresh.y_test)
+    other = create_task(DigitsTask(n_train=200))
+    assert other is not first and len(other.x_train) == 200
+    for n in range(100, 100 + TASK_CACHE_SIZE):  # the oldest entries make room
+        create_task(DigitsTask(n_train=n))
+    assert create_task(DigitsTask(n_train=300)) is not first

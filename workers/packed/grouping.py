@@ -41,6 +41,39 @@ def pack_refusal(config: RunConfig) -> str | None:
     return None
 
 
+# What one run of a pack holds on its device per parameter, in numbers, at the peak of a
+# step: its weights, their gradient, the copy the update norm is measured against, the
+# optimizer's state (SGD's momentum, Adam's two moments), and temporaries of the step's
+# backward and update (measured: 6.0 numbers per parameter with SGD and momentum, 7.4 with
+# Adam; tests/workers/test_packed.py keeps the estimate above the measure).
+PARAMETER_COPIES = {"sgd": 7, "adam": 8, "adamw": 8}
+# Per sample and hidden unit of a packed model: the pre-activation, the normalized and the
+# activated value, and a gradient of each kept by autograd at their peak.
+ACTIVATION_COPIES = 6
+DTYPE_BYTES = {"float32": 4, "float64": 8}
+
+
+def pack_run_bytes(config: RunConfig) -> int:
+    """Memory one run of a pack holds on its device while it trains, in bytes: an upper
+    estimate from its config (the pack's one copy of the task data is not counted). The
+    dispatcher sizes GPU packs by it; tests/workers/test_packed.py measures it against the
+    allocator's peak."""
+    from workers.cost import parameter_count, task_shape
+
+    shape = task_shape(config.task)
+    assert shape is not None and pack_refusal(config) is None, "a run that packs"
+    arch = config.architecture
+    parameters = parameter_count(arch, config.normalization, shape)
+    assert parameters is not None  # a built-in architecture
+    n_train = train_size(config.task)
+    assert n_train is not None
+    batch = n_train if config.budget.full_batch else min(config.budget.batch_size, n_train)
+    hidden = arch.depth * arch.width  # mlp and deep_linear: depth layers of width units
+    per_sample = shape.vector_width + ACTIVATION_COPIES * hidden + 3 * shape.n_outputs
+    numbers = PARAMETER_COPIES[config.optimizer.name] * parameters + batch * per_sample
+    return DTYPE_BYTES[config.dtype] * numbers
+
+
 def pack_key(config: RunConfig) -> tuple[Any, ...]:
     """Runs with equal keys (and no refusal) can train as one pack."""
     budget, n_train = config.budget, train_size(config.task)
