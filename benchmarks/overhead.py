@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatch import enqueue, machine, sweep_seconds  # benchmarks/dispatch.py
-from machine import load  # benchmarks/machine.py
+from machine import CpuMeter, load, speed  # benchmarks/machine.py
 from sqlalchemy import select
 
 from db.migrate import upgrade
@@ -115,15 +115,21 @@ def main() -> None:
             in_process_seconds(pool, url, warm, packed=True)
 
             times: dict[str, list[float]] = {name: [] for name in SIDES}
+            cpu: dict[str, list[dict[str, float]]] = {name: [] for name in SIDES}
+            speeds: dict[str, list[float]] = {name: [] for name in SIDES}
             for repeat in range(args.repeats):
                 order = SIDES[repeat % 3 :] + SIDES[: repeat % 3]
                 for name in order:
                     sweep = enqueue(url, runs=args.runs, steps=args.steps, name=f"{name}-{repeat}")
-                    if name.startswith("in-process"):
-                        took = in_process_seconds(pool, url, sweep, packed="packed" in name)
-                    else:
-                        took = sweep_seconds(settings[name], sweep, refill=True)
+                    speeds[name].append(speed())  # how fast the machine is just before
+                    with CpuMeter() as meter:
+                        if name.startswith("in-process"):
+                            took = in_process_seconds(pool, url, sweep, packed="packed" in name)
+                        else:
+                            took = sweep_seconds(settings[name], sweep, refill=True)
                     times[name].append(took)
+                    cpu[name].append(meter.used)
+                    print(f"  {name}: {took:.2f} s; {profile(meter.used, took)}", flush=True)
                 line = ", ".join(f"{name} {times[name][-1]:.2f} s" for name in SIDES)
                 print(f"repeat {repeat + 1}: {line}; load {load()}", flush=True)
 
@@ -138,6 +144,20 @@ def main() -> None:
     ratio = median["service single"] / median["service packed"]
     print(f"service packed / service single: {ratio:.2f}x the runs/s")
     print(f"load average after: {load()}")
+    print("where the CPU went, medians per side (CPU seconds; calibration: a fixed piece of")
+    print("Python work timed just before the side, slower when the machine is):")
+    for name in SIDES:
+        used = {k: statistics.median(u.get(k, 0.0) for u in cpu[name]) for k in cpu[name][0]}
+        calibration = statistics.median(speeds[name])
+        print(f"  {name:<18} {profile(used, median[name])}; calibration {calibration:.3f} s")
+
+
+def profile(used: dict[str, float], wall: float) -> str:
+    """One side's CPU seconds by role, and the share of the two cores they kept busy."""
+    roles = ("pool", "ray workers", "driver", "ray system", "other", "machine steal")
+    parts = [f"{role} {used[role]:.1f}" for role in roles if used.get(role, 0.0) >= 0.05]
+    busy = used.get("machine busy", 0.0) / (2 * wall) if wall else 0.0
+    return ", ".join(parts) + f"; cores busy {busy:.0%}"
 
 
 if __name__ == "__main__":
