@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -426,3 +427,88 @@ class RateLimitCounter(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     count: Mapped[int]
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class Schedule(Base):
+    """A sweep or study spec fired on a cron schedule (service/scheduler.py): the nightly
+    watch. Its firings (`ScheduleFiring`) are its history, one sweep or study each; its
+    events (`ScheduleEvent`) say when it was created, edited, paused and resumed.
+
+    `slots_from`: cron slots after this instant count (creation, a change of cron or
+    timezone, a resume: none of those fires the slots before it)."""
+
+    __tablename__ = "schedule"
+    __table_args__ = (
+        CheckConstraint("kind IN ('sweep', 'study')", name="kind"),
+        CheckConstraint("catch_up IN ('latest', 'none')", name="catch_up"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # what `spec` is: sweep | study
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]]
+    spec_version: Mapped[int] = mapped_column(default=1)  # +1 at every edit of the spec
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    # The HMAC key of its webhook's signature: shown once, at creation.
+    webhook_secret: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    catch_up: Mapped[str] = mapped_column(String(16), default="latest")
+    compare_nights: Mapped[int] = mapped_column(default=5)  # K earlier nights for alerts
+    keep_curves_nights: Mapped[int] = mapped_column(default=14)  # per-step curves kept
+    slots_from: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    owner_user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+    @property
+    def owner(self) -> str:
+        return self.owner_user.name
+
+
+class ScheduleFiring(Base):
+    """One firing of a schedule: a cron slot (or a "fire now") and the sweep or study it made.
+
+    The unique (schedule, slot) row is the claim: however many schedulers race, one slot
+    makes one firing, and the firing and its sweep are inserted in one transaction. `night`
+    numbers a schedule's firings from 0 (it offsets the spec's seeds: fresh seeds every
+    night); `missed`: the cron slots between the previous firing and this one that did not
+    fire (downtime, or a pause)."""
+
+    __tablename__ = "schedule_firing"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "slot", name="uq_schedule_firing_slot"),
+        UniqueConstraint("schedule_id", "night", name="uq_schedule_firing_night"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedule.id", ondelete="CASCADE"))
+    slot: Mapped[dt.datetime]
+    night: Mapped[int]
+    trigger: Mapped[str] = mapped_column(String(16))  # cron | manual
+    fired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    late_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # fired_at - slot
+    missed: Mapped[int] = mapped_column(default=0)
+    spec_version: Mapped[int]
+    fired_by: Mapped[str] = mapped_column(String(200))  # the scheduler replica, or a user
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("study.id", ondelete="SET NULL"))
+
+
+class ScheduleEvent(Base):
+    """Something that happened to a schedule besides a firing: created, spec edited (with
+    the old and new spec), cron changed, paused, resumed. Shown in its history."""
+
+    __tablename__ = "schedule_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(
+        ForeignKey("schedule.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))  # created | edited | paused | resumed
+    detail: Mapped[dict[str, Any] | None]

@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(0.5, gt=0, description="dispatcher loop period")
     auto_migrate: bool = Field(True, description="migrate the schema at start, else refuse")
     dispatch: bool = Field(True, description="run the dispatcher inside `plateau serve`")
+    schedule: bool = Field(True, description="run the scheduler inside `plateau serve`")
+    schedule_poll_seconds: float = Field(
+        30.0, gt=0, description="how often a scheduler looks for due slots"
+    )
+    schedule_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="a slot fired later than this after its time counts as late (and is "
+        "skipped by schedules with catch_up: none)",
+    )
+    webhook_allowed_hosts: str = Field(
+        "",
+        description="comma-separated hosts schedules' webhooks may post to ('*.example.org' "
+        "matches subdomains); loopback and private addresses only when listed by address",
+    )
     retry_after_seconds: int = Field(
         5, ge=1, description="Retry-After of a 503 while the database is unreachable"
     )

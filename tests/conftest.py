@@ -23,6 +23,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# No scheduler thread in the apps and servers tests start (they would poll the test's
+# database in the background); the tests of the scheduler turn it on where they need it.
+os.environ.setdefault("PLATEAU_SCHEDULE", "false")
 ADMIN_URL = os.environ.get(
     "PLATEAU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

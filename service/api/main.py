@@ -26,6 +26,7 @@ from service.api.routes import (
     metrics,
     page_figures,
     runs,
+    schedules,
     studies,
     sweeps,
     users,
@@ -41,22 +42,32 @@ from service.web import signin
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings | None = None, *, dispatch: bool | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, dispatch: bool | None = None, schedule: bool | None = None
+) -> FastAPI:
+    """The app; `dispatch` and `schedule` (default: the settings') run the dispatcher and the
+    scheduler in threads of this process (the embedded default)."""
     settings = settings or get_settings()
     dispatch = settings.dispatch if dispatch is None else dispatch
+    schedule = settings.schedule if schedule is None else schedule
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_current(settings.database_url, migrate=settings.auto_migrate)
         auth.prepare(settings)  # refuses to start without a usable key off loopback
-        stop = None
+        threads = []
         if dispatch:
-            from service.dispatcher import start_in_thread
+            from service import dispatcher
 
-            thread, stop = start_in_thread(settings)
+            threads.append(dispatcher.start_in_thread(settings))
+        if schedule:
+            from service import scheduler
+
+            threads.append(scheduler.start_in_thread(settings))
         yield
-        if stop is not None:
+        for _, stop in threads:
             stop.set()
+        for thread, _ in threads:
             thread.join(timeout=10)
 
     app = FastAPI(
@@ -73,6 +84,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool | None = None
     app.include_router(page_figures.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(studies.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(leaderboard.router, prefix=API_PREFIX, dependencies=readers)
+    app.include_router(schedules.router, prefix=API_PREFIX, dependencies=readers)
     app.include_router(users.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)

@@ -1,0 +1,292 @@
+"""/api/v1/schedules: sweeps and studies fired on a cron schedule (service/schedules.py).
+
+Members create schedules and manage their own; admins manage all; viewers read. A
+schedule's spec is validated when it is created or edited (422 naming the field under
+`spec`), never first at 2 a.m.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from db.models import MAX_ID, Schedule, ScheduleEvent, ScheduleFiring, User, utcnow
+from service.api.auth import MemberIdentity, ensure_may_change, spec_owner
+from service.api.deps import Offset, SessionDep, SettingsDep
+from service.ratelimit import limit_submissions
+from service.schedules import (
+    ScheduleCreate,
+    ScheduleUpdate,
+    SlotTaken,
+    fire,
+    new_schedule,
+    spec_errors,
+    update_schedule,
+)
+from service.schemas import CONFLICT, INVALID, NOT_FOUND
+from service.webhooks import webhook_refusal
+
+router = APIRouter(prefix="/schedules", tags=["schedules"])
+ScheduleId = Annotated[int, Path(ge=1, le=MAX_ID, description="a schedule's id")]
+
+
+class FiringPublic(BaseModel):
+    id: int = Field(description="the firing's id")
+    night: int = Field(description="the schedule's firings numbered from 0 (seeds offset by it)")
+    slot: dt.datetime = Field(description="the cron slot (or the moment of a fire-now), UTC")
+    trigger: str = Field(description="cron, or manual (fire now)")
+    fired_at: dt.datetime = Field(description="when it fired, UTC")
+    late_seconds: float = Field(description="how long after its slot it fired")
+    missed: int = Field(description="slots before it that never fired (downtime, catch_up)")
+    spec_version: int = Field(description="the version of the schedule's spec it ran")
+    fired_by: str = Field(description="the scheduler replica, or the user who fired it")
+    sweep_id: int | None = Field(description="the sweep it made (kind sweep)")
+    study_id: int | None = Field(description="the study it made (kind study)")
+
+
+class EventPublic(BaseModel):
+    at: dt.datetime = Field(description="when, UTC")
+    actor: str = Field(description="who")
+    kind: str = Field(description="created, edited, paused or resumed")
+    detail: dict[str, Any] | None = Field(description="what changed (old and new values)")
+
+
+class SchedulePublic(BaseModel):
+    id: int = Field(description="the schedule's id")
+    name: str = Field(description="its name")
+    owner: str = Field(description="the user it belongs to")
+    kind: str = Field(description="sweep or study")
+    cron: str = Field(description="its cron expression")
+    timezone: str = Field(description="the timezone the cron expression is read in")
+    enabled: bool = Field(description="false: paused")
+    catch_up: str = Field(description="latest or none")
+    webhook_url: str | None = Field(description="where each night's report is POSTed")
+    compare_nights: int = Field(description="earlier nights each night is compared with")
+    keep_curves_nights: int = Field(description="nights whose per-step curves are kept")
+    spec_version: int = Field(description="1, +1 at every edit of the spec")
+    next_slot: dt.datetime | None = Field(description="its next cron slot, UTC (none if paused)")
+    nights: int = Field(description="firings so far")
+    created_at: dt.datetime = Field(description="when it was created, UTC")
+    url: str = Field(description="where to read it (GET)")
+
+
+class ScheduleDetail(SchedulePublic):
+    spec: dict[str, Any] = Field(description="the spec each night runs (with its seeds offset)")
+    firings: list[FiringPublic] = Field(description="its firings, newest first (at most 100)")
+    events: list[EventPublic] = Field(description="created, edits, pauses and resumes, in order")
+
+
+class ScheduleCreated(SchedulePublic):
+    webhook_secret: str = Field(
+        description="the HMAC-SHA256 key of its webhook's X-Plateau-Signature header: shown "
+        "this once"
+    )
+
+
+class SchedulesPublic(BaseModel):
+    data: list[SchedulePublic] = Field(description="one page of schedules, by id")
+    count: int = Field(description="schedules in all")
+
+
+class ScheduleDeleted(BaseModel):
+    id: int = Field(description="the deleted schedule's id")
+    firings: int = Field(description="its firings forgotten (their sweeps and studies stay)")
+
+
+def get_schedule(schedule_id: ScheduleId, session: SessionDep) -> Schedule:
+    row = session.get(Schedule, schedule_id)
+    if row is None:
+        raise HTTPException(404, f"schedule {schedule_id} not found")
+    return row
+
+
+ScheduleDep = Annotated[Schedule, Depends(get_schedule)]
+
+
+def _public(session: Any, schedule: Schedule, request: Request) -> dict[str, Any]:
+    from service.schedules import slots_after
+
+    nights = session.scalar(select(func.count()).where(ScheduleFiring.schedule_id == schedule.id))
+    return {
+        "id": schedule.id,
+        "name": schedule.name,
+        "owner": schedule.owner,
+        "kind": schedule.kind,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "enabled": schedule.enabled,
+        "catch_up": schedule.catch_up,
+        "webhook_url": schedule.webhook_url,
+        "compare_nights": schedule.compare_nights,
+        "keep_curves_nights": schedule.keep_curves_nights,
+        "spec_version": schedule.spec_version,
+        "next_slot": slots_after(schedule, utcnow()) if schedule.enabled else None,
+        "nights": nights,
+        "created_at": schedule.created_at,
+        "url": str(request.url_for("read_schedule", schedule_id=schedule.id)),
+    }
+
+
+def _check_spec(kind: str, spec: dict[str, Any]) -> None:
+    errors = spec_errors(kind, spec)
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _check_webhook(url: str | None, settings: Any) -> None:
+    refusal = webhook_refusal(url, settings) if url else None
+    if refusal is not None:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "webhook_url"), "msg": refusal, "input": url}]
+        )
+
+
+@router.post("", status_code=201, dependencies=[Depends(limit_submissions)], responses=INVALID)
+def create_schedule(
+    body: ScheduleCreate,
+    identity: MemberIdentity,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+) -> ScheduleCreated:
+    """Create a schedule: a sweep or study spec fired on a cron expression. The spec is
+    validated now (422 naming the field under `spec`). Its nights draw fresh seeds: the
+    spec's seeds offset by the night's number."""
+    _check_spec(body.kind, body.spec)
+    _check_webhook(body.webhook_url, settings)
+    owner = spec_owner(identity, body.spec.get("owner"))
+    user = owner if isinstance(owner, User) else _legacy(session, owner)
+    schedule = new_schedule(
+        session=session, body=body, owner=user, actor=identity.name, now=utcnow()
+    )
+    identity.record(
+        session=session,
+        action="schedule.create",
+        target=f"schedule:{schedule.id}",
+        detail={"name": schedule.name, "cron": schedule.cron},
+    )
+    session.commit()  # acknowledged means committed
+    return ScheduleCreated(
+        **_public(session, schedule, request), webhook_secret=schedule.webhook_secret
+    )
+
+
+def _legacy(session: Any, name: str) -> User:
+    from db.auth import legacy_user
+
+    return legacy_user(session=session, name=name)
+
+
+@router.get("", responses=INVALID)
+def read_schedules(
+    session: SessionDep,
+    request: Request,
+    offset: Offset = 0,
+    limit: int = Query(50, ge=1, le=500, description="schedules per page"),
+) -> SchedulesPublic:
+    """The schedules, by id."""
+    rows = session.scalars(select(Schedule).order_by(Schedule.id).offset(offset).limit(limit))
+    count = session.scalar(select(func.count()).select_from(Schedule)) or 0
+    return SchedulesPublic(
+        data=[SchedulePublic(**_public(session, s, request)) for s in rows], count=count
+    )
+
+
+@router.get("/{schedule_id}", responses=NOT_FOUND | INVALID)
+def read_schedule(schedule: ScheduleDep, session: SessionDep, request: Request) -> ScheduleDetail:
+    """The schedule, its spec, its firings (newest first) and its events."""
+    firings = session.scalars(
+        select(ScheduleFiring)
+        .where(ScheduleFiring.schedule_id == schedule.id)
+        .order_by(ScheduleFiring.night.desc())
+        .limit(100)
+    ).all()
+    events = session.scalars(
+        select(ScheduleEvent)
+        .where(ScheduleEvent.schedule_id == schedule.id)
+        .order_by(ScheduleEvent.id)
+    ).all()
+    return ScheduleDetail(
+        **_public(session, schedule, request),
+        spec=schedule.spec,
+        firings=[FiringPublic.model_validate(f, from_attributes=True) for f in firings],
+        events=[EventPublic.model_validate(e, from_attributes=True) for e in events],
+    )
+
+
+@router.patch("/{schedule_id}", responses=NOT_FOUND | INVALID)
+def update(
+    body: ScheduleUpdate,
+    schedule: ScheduleDep,
+    identity: MemberIdentity,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+) -> SchedulePublic:
+    """Change a schedule: its owner or an admin. An edit of the spec is validated like a
+    new one and recorded in the schedule's history (old and new); a new cron or timezone,
+    or a resume (`enabled: true`), counts slots from now."""
+    ensure_may_change(identity, schedule.owner_user, f"schedule {schedule.id}", "change")
+    if body.spec is not None:
+        _check_spec(schedule.kind, body.spec)
+    if "webhook_url" in body.model_fields_set:
+        _check_webhook(body.webhook_url, settings)
+    update_schedule(
+        session=session, schedule=schedule, body=body, actor=identity.name, now=utcnow()
+    )
+    session.commit()
+    return SchedulePublic(**_public(session, schedule, request))
+
+
+@router.delete("/{schedule_id}", responses=NOT_FOUND | INVALID)
+def delete(schedule: ScheduleDep, identity: MemberIdentity, session: SessionDep) -> ScheduleDeleted:
+    """Delete a schedule and its history; the sweeps and studies it made stay. Its owner or
+    an admin."""
+    ensure_may_change(identity, schedule.owner_user, f"schedule {schedule.id}", "delete")
+    schedule_id = schedule.id
+    firings = session.scalar(select(func.count()).where(ScheduleFiring.schedule_id == schedule_id))
+    session.delete(schedule)
+    identity.record(
+        session=session,
+        action="schedule.delete",
+        target=f"schedule:{schedule_id}",
+        detail={"name": schedule.name, "firings": firings},
+    )
+    session.commit()
+    return ScheduleDeleted(id=schedule_id, firings=firings or 0)
+
+
+@router.post(
+    "/{schedule_id}/run",
+    status_code=201,
+    dependencies=[Depends(limit_submissions)],
+    responses=NOT_FOUND | CONFLICT | INVALID,
+)
+def run_now(
+    schedule: ScheduleDep,
+    identity: MemberIdentity,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> FiringPublic:
+    """Fire the schedule now, as a night of its own (its owner or an admin); its cron slots
+    are unchanged. 409 if it was fired at this very second already."""
+    ensure_may_change(identity, schedule.owner_user, f"schedule {schedule.id}", "run")
+    now = utcnow().replace(microsecond=0)
+    try:
+        firing = fire(
+            session=session,
+            schedule=schedule,
+            slot=now,
+            trigger="manual",
+            fired_by=identity.name,
+            settings=settings,
+            now=now,
+        )
+    except SlotTaken as e:
+        raise HTTPException(409, f"schedule {schedule.id} was fired this second already") from e
+    return FiringPublic.model_validate(firing, from_attributes=True)

@@ -1,0 +1,111 @@
+"""The scheduler: fires each due slot of every enabled schedule, once.
+
+It runs as a thread inside `plateau serve` (the embedded default: PLATEAU_SCHEDULE, on by
+default) and as its own process (`plateau scheduler`) in deployments, where several
+replicas may run at once: the database decides which replica fires a slot
+(service.schedules.fire), so replicas need no coordination and any of them may die at any
+moment. A replica that loses a race logs it and moves on.
+
+Every `schedule_poll_seconds` a tick reads the enabled schedules and, for each, the slot
+due now (service.schedules.due_slots: the latest one after downtime with `catch_up:
+latest`, none with `catch_up: none`). The clock is a parameter, so tests move time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from db.errors import database_unavailable
+from db.models import Schedule, utcnow
+from db.session import session_scope
+from service.schedules import SlotTaken, due_slots, fire
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], dt.datetime]
+
+
+def replica_id() -> str:
+    return f"scheduler@{socket.gethostname()}:{os.getpid()}"
+
+
+class Scheduler:
+    """Fire due slots, one `tick` at a time."""
+
+    def __init__(
+        self, settings: Settings, *, clock: Clock = utcnow, name: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.name = name or replica_id()
+
+    def tick(self) -> list[int]:
+        """Fire what is due now; returns the ids of the firings this replica made."""
+        now = self.clock()
+        with session_scope(self.settings.database_url) as session:
+            ids = session.scalars(
+                select(Schedule.id).where(Schedule.enabled.is_(True)).order_by(Schedule.id)
+            ).all()
+        fired: list[int] = []
+        for schedule_id in ids:
+            with session_scope(self.settings.database_url) as session:
+                schedule = session.get(Schedule, schedule_id)
+                if schedule is None or not schedule.enabled:  # deleted or paused meanwhile
+                    continue
+                slot, missed = due_slots(
+                    session, schedule, now, self.settings.schedule_grace_seconds
+                )
+                if slot is None:
+                    continue
+                try:
+                    firing = fire(
+                        session=session,
+                        schedule=schedule,
+                        slot=slot,
+                        trigger="cron",
+                        fired_by=self.name,
+                        settings=self.settings,
+                        now=now,
+                        missed=missed,
+                    )
+                except SlotTaken:
+                    log.debug("%s: slot %s of schedule %d taken", self.name, slot, schedule_id)
+                    continue
+                except Exception:  # one broken schedule must not stop the others
+                    log.exception("schedule %d: firing slot %s failed", schedule_id, slot)
+                    continue
+                fired.append(firing.id)
+        return fired
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Tick every `schedule_poll_seconds` until `stop` is set; a tick that fails (the
+        database is down) is logged and retried at the next one."""
+        stop = stop or threading.Event()
+        log.info("%s: firing schedules every %gs", self.name, self.settings.schedule_poll_seconds)
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception as e:
+                if database_unavailable(e):
+                    log.warning("%s: database unavailable: %s", self.name, str(e).splitlines()[0])
+                else:
+                    log.exception("%s: tick failed", self.name)
+            stop.wait(self.settings.schedule_poll_seconds)
+
+
+def start_in_thread(settings: Settings) -> tuple[threading.Thread, threading.Event]:
+    """The embedded mode: a scheduler thread inside `plateau serve`."""
+    stop = threading.Event()
+    scheduler = Scheduler(settings)
+    thread = threading.Thread(
+        target=scheduler.run, kwargs={"stop": stop}, daemon=True, name="scheduler"
+    )
+    thread.start()
+    return thread, stop
