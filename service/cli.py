@@ -936,5 +936,143 @@ def plot(
         console.print(str(path))
 
 
+# --- schedules: `plateau schedule ...` through a running service, `plateau scheduler` ------
+
+schedule_app = typer.Typer(
+    help="Schedules: a sweep or study spec fired on a cron expression (the nightly watch), "
+    "through a running service (`--url`; the key in PLATEAU_API_KEY).",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
+SERVICE_URL = typer.Option(DEFAULT_URL, "--url", help="the plateau service")
+
+
+def schedule_document(
+    path: str, *, name: str | None, cron: str | None, timezone: str | None, webhook_url: str | None
+) -> dict[str, Any]:
+    """A schedule document from a file: either a whole one (with `cron` and `spec`, as
+    examples/nightly.yaml) or a sweep or study spec, which then needs --cron. Options
+    override the file's fields."""
+    try:
+        document = load_spec_document(path)
+    except SpecError as e:
+        raise fail(str(e)) from e
+    if "spec" not in document:  # a bare sweep or study spec
+        is_study = "search_space" in document or "n_trials" in document
+        document = {
+            "name": document.get("name", path),
+            "kind": "study" if is_study else "sweep",
+            "spec": document,
+        }
+    for key, value in (
+        ("name", name),
+        ("cron", cron),
+        ("timezone", timezone),
+        ("webhook_url", webhook_url),
+    ):
+        if value is not None:
+            document[key] = value
+    if "cron" not in document:
+        raise fail(f"--cron is required: {path} holds a spec without a schedule")
+    return document
+
+
+@schedule_app.command("add")
+def add(
+    path: str = typer.Argument(..., metavar="FILE", help="a schedule document, or a spec"),
+    name: str = typer.Option(None, help="the schedule's name (default: the file's)"),
+    cron: str = typer.Option(None, help='a 5-field cron expression, e.g. "0 2 * * *"'),
+    timezone: str = typer.Option(None, help="IANA timezone of the cron expression (UTC)"),
+    webhook_url: str = typer.Option(None, help="POSTed each night's report"),
+    url: str = SERVICE_URL,
+) -> None:
+    """Create a schedule; its spec is validated now."""
+    document = schedule_document(
+        path, name=name, cron=cron, timezone=timezone, webhook_url=webhook_url
+    )
+    body = _request("POST", f"{url}/api/v1/schedules", json=document).json()
+    console.print(
+        f"schedule {body['id']} created: {body['cron']} ({body['timezone']}), next "
+        f"{body['next_slot']}"
+    )
+    if body.get("webhook_url"):
+        console.print(f"webhook secret (shown once): {body['webhook_secret']}")
+    next_step(f"/schedules/{body['id']}", url=url)
+
+
+@schedule_app.command("list")
+def list_(url: str = SERVICE_URL) -> None:
+    """The schedules."""
+    rows = _request("GET", f"{url}/api/v1/schedules", params={"limit": 500}).json()["data"]
+    table = Table(title="schedules")
+    for column in ("id", "name", "owner", "kind", "cron", "timezone", "state", "nights", "next"):
+        table.add_column(column)
+    for s in rows:
+        table.add_row(
+            str(s["id"]),
+            s["name"],
+            s["owner"],
+            s["kind"],
+            s["cron"],
+            s["timezone"],
+            "enabled" if s["enabled"] else "paused",
+            str(s["nights"]),
+            s["next_slot"] or "—",
+        )
+    show(table)
+
+
+def _patch(schedule_id: int, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    return _request("PATCH", f"{url}/api/v1/schedules/{schedule_id}", json=body).json()
+
+
+@schedule_app.command("pause")
+def pause(schedule_id: int = typer.Argument(..., metavar="ID"), url: str = SERVICE_URL) -> None:
+    """Pause a schedule (it fires nothing until resumed)."""
+    _patch(schedule_id, url, {"enabled": False})
+    console.print(f"schedule {schedule_id} paused")
+
+
+@schedule_app.command("resume")
+def resume(schedule_id: int = typer.Argument(..., metavar="ID"), url: str = SERVICE_URL) -> None:
+    """Resume a schedule; the slots it missed while paused do not fire."""
+    body = _patch(schedule_id, url, {"enabled": True})
+    console.print(f"schedule {schedule_id} resumed: next {body['next_slot']}")
+
+
+@schedule_app.command("run")
+def run_now(schedule_id: int = typer.Argument(..., metavar="ID"), url: str = SERVICE_URL) -> None:
+    """Fire a schedule now, as a night of its own."""
+    body = _request("POST", f"{url}/api/v1/schedules/{schedule_id}/run").json()
+    made = f"sweep {body['sweep_id']}" if body["sweep_id"] else f"study {body['study_id']}"
+    console.print(f"schedule {schedule_id}: night {body['night']} fired as {made}")
+    path = f"/sweeps/{body['sweep_id']}" if body["sweep_id"] else f"/studies/{body['study_id']}"
+    next_step(path, url=url)
+
+
+@schedule_app.command("rm")
+def remove(schedule_id: int = typer.Argument(..., metavar="ID"), url: str = SERVICE_URL) -> None:
+    """Delete a schedule and its history (the sweeps it made stay)."""
+    _request("DELETE", f"{url}/api/v1/schedules/{schedule_id}")
+    console.print(f"schedule {schedule_id} deleted")
+
+
+@app.command()
+def scheduler() -> None:
+    """Fire due schedules against DATABASE_URL (blocks). Any number may run at once: each
+    slot fires once."""
+    from db.errors import DBError
+    from db.migrate import ensure_current
+    from service.scheduler import Scheduler
+
+    logging.basicConfig(level=logging.INFO)
+    settings = get_settings()
+    try:
+        ensure_current(settings.database_url, migrate=False)
+    except DBError as e:
+        raise fail(str(e)) from e
+    Scheduler(settings).run()
+
+
 if __name__ == "__main__":
     app()

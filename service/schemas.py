@@ -27,7 +27,7 @@ SweepStatus = Literal["queued", "running", "finished", "cancelled"]
 StudyState = Literal["running", "finished", "cancelled"]
 # Optuna's TrialState, lower case
 TrialState = Literal["running", "waiting", "complete", "pruned", "fail"]
-SweepSource = Literal["api", "cli", "study", "study-confirm"]
+SweepSource = Literal["api", "cli", "study", "study-confirm", "schedule"]
 
 CREATED_AT = "when it was created (UTC)"
 
