@@ -475,7 +475,7 @@ def test_core_manifests_validate_against_kubernetes_schemas(doc: dict[str, Any])
 def test_every_manifest_is_namespaced_and_applied_except_the_secret_template() -> None:
     assert docs(), "no manifests"
     kinds = {d["kind"] for _, d in docs()}
-    for kind in ("Namespace", "Secret", "Deployment", "Service", "RayCluster", "CronJob",
+    for kind in ("Namespace", "Secret", "Deployment", "Service", "RayCluster",
                  "ConfigMap", "NetworkPolicy"):  # fmt: skip
         assert kind in kinds, f"no {kind}"
     assert [d["metadata"]["name"] for d in objects("Namespace")] == [NAMESPACE]
@@ -494,7 +494,7 @@ def test_secret_template_holds_only_marked_placeholders() -> None:
     (secret,) = objects("Secret")
     values = {**secret.get("stringData", {}), **secret.get("data", {})}
     assert set(values) == {
-        "DATABASE_URL", "RAY_AUTH_TOKEN", "PLATEAU_ADMIN_KEY", "PLATEAU_NIGHTLY_KEY"
+        "DATABASE_URL", "RAY_AUTH_TOKEN", "PLATEAU_ADMIN_KEY"
     }  # fmt: skip
     for key, value in values.items():
         assert "REPLACE_ME" in value, f"{key} is not a marked placeholder"
@@ -681,33 +681,23 @@ def test_plateau_worker_joins_with_its_pool_label() -> None:
     ]  # fmt: skip
 
 
-def test_nightly_cronjob_submits_the_configmap_spec_to_the_api_service() -> None:
-    (cron,) = objects("CronJob")
-    assert len(cron["spec"]["schedule"].split()) == 5
-    assert cron["spec"].get("concurrencyPolicy") == "Forbid"
-    spec = pod_spec(cron)
-    (c,) = spec["containers"]
-    assert c["command"] == [
-        "plateau", "submit", "/specs/nightly.yaml", "--url", f"http://plateau-api:{API_PORT}"
-    ]  # fmt: skip
-    svc = one("Service", "plateau-api")
-    assert svc["spec"]["ports"][0]["port"] == API_PORT
-    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/specs")
-    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
-    cm = one("ConfigMap", volume["configMap"]["name"])
-    assert "nightly.yaml" in cm["data"]
-
-
-def test_nightly_spec_is_a_valid_sweep() -> None:
-    """The CronJob would fail every night at 2 a.m. on a spec the service rejects."""
-    from service.spec import SweepSpec
-
-    (cron,) = objects("CronJob")
-    spec = pod_spec(cron)
-    cm_name = spec["volumes"][0]["configMap"]["name"]
-    document = yaml.safe_load(one("ConfigMap", cm_name)["data"]["nightly.yaml"])
-    sweep = SweepSpec.model_validate(document)
-    assert sweep.grid_size() >= 1
+def test_compose_and_kubernetes_run_the_scheduler_and_not_a_cronjob() -> None:
+    """One mechanism fires nightly sweeps: `plateau scheduler` on the database (issue 14).
+    The API process does not schedule too, and the scheduler needs the database only."""
+    assert objects("CronJob") == []
+    scheduler = services()["scheduler"]
+    assert command_of(scheduler) == ["plateau", "scheduler"]
+    assert "DATABASE_URL" in env_of(scheduler)
+    assert env_of(services()["api"]).get("PLATEAU_SCHEDULE") == "false"
+    deployment = one("Deployment", "plateau-scheduler")
+    assert deployment["spec"]["replicas"] >= 2  # replicas are safe: each slot fires once
+    (c,) = pod_spec(deployment)["containers"]
+    assert c["command"] == ["plateau", "scheduler"]
+    env = env_with_configmaps(c)
+    assert secret_ref(env["DATABASE_URL"]) == ("plateau-secrets", "DATABASE_URL")
+    assert "RAY_AUTH_TOKEN" not in env, "the scheduler is no Ray driver"
+    (api,) = pod_spec(one("Deployment", "plateau-api"))["containers"]
+    assert env_with_configmaps(api)["PLATEAU_SCHEDULE"] == "false"
 
 
 def test_network_policies_leave_only_the_api_reachable_from_outside() -> None:
@@ -719,11 +709,10 @@ def test_network_policies_leave_only_the_api_reachable_from_outside() -> None:
             expect = name == "plateau-api" and port == API_PORT
             assert reachable == expect, f"{name}:{port} from outside: {reachable}"
     # ...and what the system needs inside the namespace still works.
-    dispatcher, cron = everyone["plateau-dispatcher"], everyone["plateau-nightly"]
+    dispatcher, scheduler = everyone["plateau-dispatcher"], everyone["plateau-scheduler"]
     head = everyone["ray-head"]
     ray_pods = [labels for name, labels in everyone.items() if name.startswith("ray-")]
     assert len(ray_pods) >= 3
-    assert allowed(cron, api, API_PORT)
     assert allowed(dispatcher, head, 6379) and allowed(api, head, 6379)
     for a in ray_pods:
         assert allowed(a, dispatcher, 40000), "Ray nodes call back into the driver"
@@ -731,7 +720,7 @@ def test_network_policies_leave_only_the_api_reachable_from_outside() -> None:
             assert allowed(a, b, 10002)
     # Ray's code-executing ports stay shut to pods that are neither Ray nor its driver.
     for port in (8265, 10001):
-        assert not allowed(api, head, port) and not allowed(cron, head, port)
+        assert not allowed(api, head, port) and not allowed(scheduler, head, port)
 
 
 # --------------------------------------------------------------------------- identities
@@ -797,15 +786,3 @@ def test_no_deployment_turns_auth_off_or_ships_a_key():
             assert not re.search(r"PLATEAU_AUTH\W+off", rest), rest
     # the image's default command binds 0.0.0.0; its comment says what it then needs
     assert "PLATEAU_ADMIN_KEY" in DOCKERFILE.read_text().split("CMD [")[-2]
-
-
-def test_the_nightly_job_submits_with_a_members_key_and_claims_no_owner():
-    (cron,) = objects("CronJob")
-    (c,) = pod_spec(cron)["containers"]
-    env = container_env(c)
-    assert secret_ref(env["PLATEAU_API_KEY"]) == ("plateau-secrets", "PLATEAU_NIGHTLY_KEY")
-    spec = pod_spec(cron)
-    cm_name = spec["volumes"][0]["configMap"]["name"]
-    document = yaml.safe_load(one("ConfigMap", cm_name)["data"]["nightly.yaml"])
-    # with auth on the owner is the key's user; a spec naming another owner is refused
-    assert "owner" not in document

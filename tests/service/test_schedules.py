@@ -225,3 +225,18 @@ def test_a_spring_forward_night_fires_its_missing_hour_once(sqlite_url):
         dt.datetime(2026, 3, 30, 0, 30, tzinfo=dt.UTC),
     ]
     assert len(fired) == 2
+
+
+def test_the_nightly_example_is_a_schedule_the_api_takes(sqlite_client):
+    import yaml
+
+    from tests.conftest import ROOT
+
+    document = yaml.safe_load((ROOT / "examples" / "nightly.yaml").read_text())
+    r = sqlite_client.post("/api/v1/schedules", json=document)
+    assert r.status_code == 201, r.text
+    assert r.json()["catch_up"] == "latest" and r.json()["timezone"] == "Europe/Berlin"
+    fired = sqlite_client.post(f"/api/v1/schedules/{r.json()['id']}/run").json()
+    sweep = sqlite_client.get(f"/api/v1/sweeps/{fired['sweep_id']}").json()
+    assert sweep["n_runs"] == 24 and sweep["source"] == "schedule"
+    assert sweep["spec"]["seeds"] == [0, 1, 2]  # night 0: the spec's own seeds

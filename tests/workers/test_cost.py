@@ -123,6 +123,8 @@ def test_every_example_is_far_inside_the_default_limits(path):
     from service.settings import Settings
 
     document = load_spec_document(path)
+    if "cron" in document:  # a schedule document (examples/nightly.yaml): its spec
+        document = document["spec"]
     if "search_space" in document:
         runs = list(study_runs(StudySpec.model_validate(document)))
     else:
