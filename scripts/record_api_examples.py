@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from service.api.examples import EXAMPLES, trim  # noqa: E402
 
 ADMIN_KEY = "pb_recorder_admin_0123456789abcdef"
+WEBHOOK = "http://127.0.0.1:9000/plateau-nightly"  # an address: the recorder resolves no names
 BASE = "http://127.0.0.1:8000"
 API = "/api/v1"
 
@@ -137,6 +138,7 @@ MISSING_QUERY = {
 MISSING_BODY = {
     "POST /api/v1/keys": {"user": "nobody"},
     "PATCH /api/v1/users/{name}": {"role": "member"},
+    "PATCH /api/v1/schedules/{schedule_id}": {"enabled": True},
 }
 # The 422 of operations whose path names something by a string.
 BAD_PATH = {
@@ -233,6 +235,41 @@ def changes(admin: Recorder, ada: Recorder, sweep_id: int, study: dict[str, Any]
     admin.get("/audit", params={"action": "sweep.cancel", "actor": "ada"})
 
 
+def schedules(admin: Recorder, ada: Recorder) -> None:
+    """examples/nightly.yaml as a schedule, fired now, edited, paused; a study on a schedule."""
+    nightly = example("nightly.yaml") | {"webhook_url": WEBHOOK}
+    made = ada.post("/schedules", 201, nightly)
+    ada.post("/schedules", 422, nightly | {"cron": "0 25 * * *"})
+    fired = ada.post("/schedules/{schedule_id}/run", 201, schedule_id=made["id"])
+    ada.post("/schedules/{schedule_id}/run", 409, schedule_id=made["id"])  # night 0 queued
+    ada.post("/sweeps/{sweep_id}/cancel", sweep_id=fired["sweep_id"])
+    edited = nightly["spec"] | {"seeds": [0, 1, 2, 3]}
+    ada.patch("/schedules/{schedule_id}", 200, {"spec": edited}, schedule_id=made["id"])
+    every_field = {
+        "name": "nightly watch, weekdays",
+        "cron": "30 3 * * 1-5",
+        "timezone": "UTC",
+        "catch_up": "none",
+        "compare_nights": 7,
+        "keep_curves_nights": 30,
+        "webhook_url": WEBHOOK,
+        "enabled": False,
+    }
+    ada.patch("/schedules/{schedule_id}", 200, every_field, schedule_id=made["id"])
+    ada.get("/schedules/{schedule_id}", schedule_id=made["id"])
+    study = {
+        "name": "nightly search",
+        "kind": "study",
+        "cron": "0 4 * * 6",
+        "timezone": "Europe/Berlin",
+        "spec": example("search_deep_linear.yaml"),
+        "enabled": False,
+    }
+    weekly = ada.post("/schedules", 201, study)
+    admin.get("/schedules", params={"limit": 10})
+    ada.delete("/schedules/{schedule_id}", schedule_id=weekly["id"])
+
+
 def errors(rec: Recorder, document: dict[str, Any]) -> None:
     """A 404 and a 422 of every operation that documents one and was not answered one in
     the session: a missing id or name for the 404, a malformed one (or a bad query value
@@ -279,7 +316,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/recorder.db"
         upgrade(url)
-        settings = Settings(database_url=url, admin_key=ADMIN_KEY, poll_seconds=0.1)
+        settings = Settings(
+            database_url=url,
+            admin_key=ADMIN_KEY,
+            poll_seconds=0.1,
+            webhook_allowed_hosts="127.0.0.1",
+            schedule=False,
+        )
         app = create_app(settings, dispatch=False)
         with TestClient(app, base_url=BASE) as client:
             admin = Recorder(client, {"Authorization": f"Bearer {ADMIN_KEY}"})
@@ -312,6 +355,7 @@ def main() -> None:
             admin.client = ada.client = client
             reads(admin, sweep["id"], probed["id"], study["id"])
             changes(admin, ada, sweep["id"], study)
+            schedules(admin, ada)
             errors(admin, app.openapi())
 
     document = {

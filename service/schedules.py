@@ -126,7 +126,7 @@ class ScheduleFields(BaseModel):
 class ScheduleUpdate(ScheduleFields):
     """PATCH /api/v1/schedules/{id}: the fields to change."""
 
-    name: Label | None = Field(None, min_length=1, max_length=200)
+    name: Label | None = Field(None, min_length=1, max_length=200, description="a new name")
 
 
 class ScheduleCreate(BaseModel):

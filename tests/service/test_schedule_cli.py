@@ -69,6 +69,9 @@ def test_serve_fires_a_schedule_by_itself_and_the_cli_manages_it(env, tmp_path):
         assert firing["trigger"] == "cron" and firing["missed"] == 1 and firing["sweep_id"]
         assert firing["fired_by"].startswith("scheduler@")
 
+        busy = plateau("schedule", "run", "1", "--url", url, env=env)  # night 0 is queued
+        assert busy.returncode == 2 and "night 0" in busy.stderr and "409" in busy.stderr
+        httpx.post(f"{url}/api/v1/sweeps/{firing['sweep_id']}/cancel").raise_for_status()
         now = plateau("schedule", "run", "1", "--url", url, env=env)
         assert now.returncode == 0 and "night 1 fired as sweep" in now.stdout, now.stderr
         sweep = httpx.get(f"{url}/api/v1/sweeps/{firing['sweep_id'] + 1}").json()

@@ -96,10 +96,9 @@ def test_fire_now_makes_a_night_with_fresh_seeds(sqlite_client, sqlite_url):
     first = c.post(f"/api/v1/schedules/{made['id']}/run")
     assert first.status_code == 201, first.text
     assert first.json()["night"] == 0 and first.json()["trigger"] == "manual"
-    with session_scope(sqlite_url) as s:
-        # the same second again is the same slot: a second request conflicts
-        firing = s.get(ScheduleFiring, first.json()["id"])
-        firing.slot = firing.slot.replace(microsecond=0) - dt.timedelta(seconds=5)
+    again = c.post(f"/api/v1/schedules/{made['id']}/run")  # night 0 has not run yet
+    assert again.status_code == 409 and "night 0" in again.json()["detail"], again.text
+    assert c.post(f"/api/v1/sweeps/{first.json()['sweep_id']}/cancel").status_code == 200
     second = c.post(f"/api/v1/schedules/{made['id']}/run").json()
     assert second["night"] == 1
     with session_scope(sqlite_url) as s:

@@ -15,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from db.models import MAX_ID, Schedule, ScheduleEvent, ScheduleFiring, User, utcnow
+from db import queries
+from db.models import MAX_ID, Schedule, ScheduleEvent, ScheduleFiring, Study, User, utcnow
 from service.api.auth import MemberIdentity, ensure_may_change, spec_owner
 from service.api.deps import Offset, SessionDep, SettingsDep
 from service.ratelimit import limit_submissions
@@ -130,6 +131,27 @@ def _public(session: Any, schedule: Schedule, request: Request) -> dict[str, Any
         "created_at": schedule.created_at,
         "url": str(request.url_for("read_schedule", schedule_id=schedule.id)),
     }
+
+
+def unfinished_night(session: Any, schedule_id: int) -> str | None:
+    """What of the schedule's latest night is still to finish, or None."""
+    latest = session.scalars(
+        select(ScheduleFiring)
+        .where(ScheduleFiring.schedule_id == schedule_id)
+        .order_by(ScheduleFiring.night.desc())
+        .limit(1)
+    ).first()
+    if latest is None:
+        return None
+    if latest.sweep_id is not None:
+        counts = queries.run_counts(session=session, sweep_ids=[latest.sweep_id])[latest.sweep_id]
+        if counts.get("queued", 0) + counts.get("running", 0):
+            return f"night {latest.night} (sweep {latest.sweep_id}) is still running"
+    if latest.study_id is not None:
+        study = session.get(Study, latest.study_id)
+        if study is not None and study.state == "running":
+            return f"night {latest.night} (study {latest.study_id}) is still running"
+    return None
 
 
 def _check_spec(kind: str, spec: dict[str, Any]) -> None:
@@ -274,9 +296,14 @@ def run_now(
     settings: SettingsDep,
 ) -> FiringPublic:
     """Fire the schedule now, as a night of its own (its owner or an admin); its cron slots
-    are unchanged. 409 if it was fired at this very second already."""
+    are unchanged. 409 while its latest night is still queued or running (nights that
+    overlap would compete for the workers and blur the comparison), or when another firing
+    of it is being made at this moment."""
     ensure_may_change(identity, schedule.owner_user, f"schedule {schedule.id}", "run")
-    now = utcnow().replace(microsecond=0)
+    busy = unfinished_night(session, schedule.id)
+    if busy is not None:
+        raise HTTPException(409, f"schedule {schedule.id}: {busy}; wait for it or cancel it")
+    now = utcnow()
     try:
         firing = fire(
             session=session,
@@ -288,5 +315,7 @@ def run_now(
             now=now,
         )
     except SlotTaken as e:
-        raise HTTPException(409, f"schedule {schedule.id} was fired this second already") from e
+        raise HTTPException(
+            409, f"schedule {schedule.id} is being fired by someone else now; try again"
+        ) from e
     return FiringPublic.model_validate(firing, from_attributes=True)
