@@ -496,6 +496,56 @@ class ScheduleFiring(Base):
     fired_by: Mapped[str] = mapped_column(String(200))  # the scheduler replica, or a user
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="SET NULL"))
     study_id: Mapped[int | None] = mapped_column(ForeignKey("study.id", ondelete="SET NULL"))
+    # When its finished night was compared with the nights before (service/nightwatch.py);
+    # setting it is the claim of the replica that compares.
+    analysed_at: Mapped[dt.datetime | None]
+    environment: Mapped[dict[str, Any] | None]  # the night's software, as its runs recorded
+
+
+class ScheduleAlert(Base):
+    """A configuration (grid point) of a night that moved against the nights before it, or
+    a study whose confirmed best moved: its metric, direction, effect with its interval, the
+    nights compared, and what else changed that night (software)."""
+
+    __tablename__ = "schedule_alert"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(
+        ForeignKey("schedule.id", ondelete="CASCADE"), index=True
+    )
+    firing_id: Mapped[int] = mapped_column(
+        ForeignKey("schedule_firing.id", ondelete="CASCADE"), index=True
+    )
+    config_key: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(500))  # the grid point, for people
+    metric: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(16))  # regression | improvement | changed
+    effect: Mapped[float | None] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)
+    q_value: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[dict[str, Any]]  # tonight's and the earlier nights' values, the rule
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The POST of one night's report to its schedule's webhook: tried until it is
+    answered 2xx or runs out of attempts, each try recorded."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firing_id: Mapped[int] = mapped_column(
+        ForeignKey("schedule_firing.id", ondelete="CASCADE"), unique=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    delivered_at: Mapped[dt.datetime | None]
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{at, status, error}]
 
 
 class ScheduleEvent(Base):

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from db.errors import database_unavailable
-from db.models import Schedule, utcnow
+from db.models import Schedule, ScheduleFiring, utcnow
 from db.session import session_scope
 from service.schedules import SlotTaken, due_slots, fire
 from service.settings import Settings
+from service.webhooks import deliver_due
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
@@ -82,7 +83,33 @@ class Scheduler:
                     log.exception("schedule %d: firing slot %s failed", schedule_id, slot)
                     continue
                 fired.append(firing.id)
+        self.analyse_finished_nights(now)
+        deliver_due(self.settings, now)
         return fired
+
+    def analyse_finished_nights(self, now: dt.datetime) -> list[int]:
+        """Compare every night that has finished and is not compared yet (nightwatch)."""
+        from service import nightwatch
+
+        with session_scope(self.settings.database_url) as session:
+            pending = session.scalars(
+                select(ScheduleFiring)
+                .where(ScheduleFiring.analysed_at.is_(None))
+                .order_by(ScheduleFiring.id)
+                .limit(50)
+            ).all()
+            ready = [f.id for f in pending if nightwatch.finished(session, f)]
+        done = []
+        for firing_id in ready:
+            with session_scope(self.settings.database_url) as session:
+                try:
+                    if nightwatch.analyse(
+                        session, firing_id, url=self.settings.database_url, now=now
+                    ):
+                        done.append(firing_id)
+                except Exception:  # one night that cannot be compared must not stop the rest
+                    log.exception("night of firing %d: comparison failed", firing_id)
+        return done
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Tick every `schedule_poll_seconds` until `stop` is set; a tick that fails (the

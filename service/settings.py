@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         description="a slot fired later than this after its time counts as late (and is "
         "skipped by schedules with catch_up: none)",
     )
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="the service's address as people reach it: links in webhook reports",
+    )
     webhook_allowed_hosts: str = Field(
         "",
         description="comma-separated hosts schedules' webhooks may post to ('*.example.org' "

@@ -1,4 +1,5 @@
-"""schedules: sweeps and studies fired on a cron schedule, their firings and events
+"""schedules: sweeps and studies fired on a cron schedule, their firings, events, alerts
+and webhook deliveries
 
 Revision ID: 7a1c3e5b9d20
 Revises: 6e2f4a9c1d83
@@ -60,6 +61,8 @@ def upgrade() -> None:
         sa.Column("fired_by", sa.String(length=200), nullable=False),
         sa.Column("sweep_id", sa.Integer(), nullable=True),
         sa.Column("study_id", sa.Integer(), nullable=True),
+        sa.Column("analysed_at", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("environment", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["schedule_id"],
             ["schedule.id"],
@@ -83,6 +86,58 @@ def upgrade() -> None:
         sa.UniqueConstraint("schedule_id", "night", name="uq_schedule_firing_night"),
     )
     op.create_table(
+        "schedule_alert",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("schedule_id", sa.Integer(), nullable=False),
+        sa.Column("firing_id", sa.Integer(), nullable=False),
+        sa.Column("config_key", sa.String(length=64), nullable=False),
+        sa.Column("label", sa.String(length=500), nullable=False),
+        sa.Column("metric", sa.String(length=32), nullable=False),
+        sa.Column("direction", sa.String(length=16), nullable=False),
+        sa.Column("effect", sa.Float(), nullable=True),
+        sa.Column("ci_low", sa.Float(), nullable=True),
+        sa.Column("ci_high", sa.Float(), nullable=True),
+        sa.Column("p_value", sa.Float(), nullable=True),
+        sa.Column("q_value", sa.Float(), nullable=True),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["schedule_id"],
+            ["schedule.id"],
+            name=op.f("fk_schedule_alert_schedule_id_schedule"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["firing_id"],
+            ["schedule_firing.id"],
+            name=op.f("fk_schedule_alert_firing_id_schedule_firing"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_schedule_alert")),
+    )
+    op.create_index(op.f("ix_schedule_alert_schedule_id"), "schedule_alert", ["schedule_id"])
+    op.create_index(op.f("ix_schedule_alert_firing_id"), "schedule_alert", ["firing_id"])
+    op.create_table(
+        "webhook_delivery",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("firing_id", sa.Integer(), nullable=False),
+        sa.Column("url", sa.String(length=2000), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("log", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["firing_id"],
+            ["schedule_firing.id"],
+            name=op.f("fk_webhook_delivery_firing_id_schedule_firing"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_delivery")),
+        sa.UniqueConstraint("firing_id", name=op.f("uq_webhook_delivery_firing_id")),
+    )
+    op.create_table(
         "schedule_event",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("schedule_id", sa.Integer(), nullable=False),
@@ -104,6 +159,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_schedule_event_schedule_id"), table_name="schedule_event")
     op.drop_table("schedule_event")
+    op.drop_table("webhook_delivery")
+    op.drop_index(op.f("ix_schedule_alert_firing_id"), table_name="schedule_alert")
+    op.drop_index(op.f("ix_schedule_alert_schedule_id"), table_name="schedule_alert")
+    op.drop_table("schedule_alert")
     op.drop_table("schedule_firing")
     op.drop_index(op.f("ix_schedule_owner_id"), table_name="schedule")
     op.drop_table("schedule")

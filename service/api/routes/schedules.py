@@ -94,6 +94,42 @@ class SchedulesPublic(BaseModel):
     count: int = Field(description="schedules in all")
 
 
+class AlertPublic(BaseModel):
+    night_firing: int = Field(description="the firing (night) it was raised on")
+    configuration: str = Field(description="the grid point, or the study, as people read it")
+    config_key: str = Field(description="the grid point's configuration key ('' for a study)")
+    metric: str = Field(
+        description="steps_to_target, final_loss, plateau_fraction, divergences, verdict, "
+        "best_value or best_setting"
+    )
+    direction: str = Field(description="regression, improvement, or changed")
+    effect: float | None = Field(
+        description="ratio tonight / before (steps, loss, best value), difference (plateau "
+        "fraction), or tonight's diverged seeds"
+    )
+    interval: list[float | None] | None = Field(description="the effect's 95 % interval")
+    p: float | None = Field(description="the test's p-value (rules have none)")
+    q: float | None = Field(description="its Benjamini-Hochberg q-value over the night's tests")
+    detail: dict[str, Any] = Field(
+        description="tonight's and the earlier nights' values, the nights compared, the rule, "
+        "and the software that changed that night"
+    )
+
+
+class DeliveryPublic(BaseModel):
+    night_firing: int = Field(description="the firing (night) it reports")
+    url: str = Field(description="where it is posted")
+    attempts: int = Field(description="tries so far")
+    delivered_at: dt.datetime | None = Field(description="when it was answered 2xx")
+    last_status: int | None = Field(description="the last try's HTTP status")
+    last_error: str | None = Field(description="the last try's error")
+
+
+class AlertsPublic(BaseModel):
+    data: list[AlertPublic] = Field(description="the schedule's alerts, newest night first")
+    deliveries: list[DeliveryPublic] = Field(description="its webhook deliveries, newest first")
+
+
 class ScheduleDeleted(BaseModel):
     id: int = Field(description="the deleted schedule's id")
     firings: int = Field(description="its firings forgotten (their sweeps and studies stay)")
@@ -319,3 +355,43 @@ def run_now(
             409, f"schedule {schedule.id} is being fired by someone else now; try again"
         ) from e
     return FiringPublic.model_validate(firing, from_attributes=True)
+
+
+@router.get("/{schedule_id}/alerts", responses=NOT_FOUND | INVALID)
+def read_alerts(
+    schedule: ScheduleDep,
+    session: SessionDep,
+    limit: int = Query(200, ge=1, le=1000, description="alerts at most"),
+) -> AlertsPublic:
+    """What the nightly comparisons raised (each finished night against the nights before
+    it), and how the webhook deliveries went."""
+    from db.models import ScheduleAlert, WebhookDelivery
+    from service.webhooks import alert_document
+
+    alerts = session.scalars(
+        select(ScheduleAlert)
+        .where(ScheduleAlert.schedule_id == schedule.id)
+        .order_by(ScheduleAlert.firing_id.desc(), ScheduleAlert.id)
+        .limit(limit)
+    ).all()
+    deliveries = session.scalars(
+        select(WebhookDelivery)
+        .join(ScheduleFiring, ScheduleFiring.id == WebhookDelivery.firing_id)
+        .where(ScheduleFiring.schedule_id == schedule.id)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(100)
+    ).all()
+    return AlertsPublic(
+        data=[AlertPublic(**alert_document(a)) for a in alerts],
+        deliveries=[
+            DeliveryPublic(
+                night_firing=d.firing_id,
+                url=d.url,
+                attempts=d.attempts,
+                delivered_at=d.delivered_at,
+                last_status=d.last_status,
+                last_error=d.last_error,
+            )
+            for d in deliveries
+        ],
+    )

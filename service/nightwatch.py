@@ -1,0 +1,420 @@
+"""The nightly watch: when a schedule's night has finished, compare each configuration with
+the nights before it and raise alerts for what moved, then report to the webhook.
+
+A configuration (grid point) is followed by its `config_key`, which depends on what changes
+the training and on nothing else (not the seed, not the software), so a configuration is
+the same row from night to night while torch or a plugin changes under it; each night
+records its software (`ScheduleFiring.environment`) so that a change of result can be laid
+beside a change of software.
+
+The tests, and why (the seeds of one night are few, the configurations many):
+
+- **Steps to target and final loss** are compared on a log scale (effects are ratios: "1.5x
+  slower"). A night's 3 seeds cannot estimate the seed-to-seed spread, but the K earlier
+  nights together can (15 values with K = 5, 3 seeds): a two-sided t-test of tonight's mean
+  log value against the earlier nights' mean, with the spread of the earlier nights (n - 1
+  degrees of freedom). A rank test would need no normality, but with 3 seeds against 15 its
+  smallest two-sided p is 1/408, which no correction over dozens of configurations lets
+  through. Runs that did not reach the target count at the budget (a censored value,
+  conservative: it can only shrink a slowdown). The effect is the ratio of geometric means
+  with its 95 % interval.
+- **Plateau fraction** is compared on its own scale, the effect a difference of means.
+- **Multiple comparisons**: Benjamini-Hochberg over every (configuration, metric) test of
+  the night at `FDR` (5 %), and an alert also needs a practical effect (a ratio beyond
+  1.2x, or 0.1 of plateau fraction), so that an A/A series, the same settings on fresh
+  seeds night after night, stays quiet.
+- **New divergences** (a configuration with a diverged seed tonight and none in the K
+  earlier nights) and **a changed verdict majority** are rules, not tests: each is a change
+  of kind that a person wants to hear about, and neither gets a p-value.
+- Improvements are reported like regressions, with their direction.
+
+The study of a scheduled study is compared on its confirmed best value and on whether its
+best setting changed (`study_alerts`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.models import (
+    RunResult,
+    Schedule,
+    ScheduleAlert,
+    ScheduleFiring,
+    WebhookDelivery,
+    utcnow,
+)
+
+FDR = 0.05
+MIN_RATIO = 1.2  # steps to target, final loss: an alert needs at least this ratio (or 1/it)
+MIN_PLATEAU_DIFFERENCE = 0.1
+# What a night's environment keeps of its runs' (the software, not the host or timing).
+ENVIRONMENT_KEYS = ("torch", "python", "device", "dtype", "plateau_bench", "plugins")
+
+
+@dataclass
+class Seed:
+    """One run of a configuration in one night."""
+
+    steps: float  # steps to target, the budget when not reached
+    reached: bool
+    final_loss: float | None
+    plateau_fraction: float | None
+    diverged: bool
+    verdict: str | None
+
+
+@dataclass
+class Night:
+    firing_id: int
+    night: int
+    environment: dict[str, Any]
+    configs: dict[str, list[Seed]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _label(config: dict[str, Any]) -> str:
+    """A grid point as people read it: the axes a sweep varies."""
+    parts = [config.get("architecture", {}).get("name", "?")]
+    optimizer = config.get("optimizer", {})
+    parts.append(f"{optimizer.get('name')} lr={optimizer.get('lr')}")
+    init = config.get("init", {})
+    parts.append(f"init {init.get('name', 'default')}")
+    if config.get("normalization", "none") != "none":
+        parts.append(config["normalization"])
+    clip = config.get("grad_clip")
+    if clip:
+        parts.append(f"clip {clip.get('mode')} {clip.get('threshold')}")
+    return " · ".join(str(p) for p in parts)
+
+
+def load_night(session: Session, firing: ScheduleFiring) -> Night:
+    """A finished night's results by configuration."""
+    from db.models import Run
+
+    night = Night(firing.id, firing.night, firing.environment or {})
+    if firing.sweep_id is None:
+        return night
+    rows = session.execute(
+        select(RunResult, Run.config)
+        .join(Run, Run.id == RunResult.run_id)
+        .where(RunResult.sweep_id == firing.sweep_id)
+        .order_by(Run.grid_index)
+    ).all()
+    for result, config in rows:
+        budget = result.budget_steps or config.get("budget", {}).get("steps", 0)
+        steps = result.steps_to_target if result.reached_target else budget
+        night.configs.setdefault(result.config_key, []).append(
+            Seed(
+                steps=float(steps or budget or 1),
+                reached=bool(result.reached_target),
+                final_loss=result.final_loss,
+                plateau_fraction=result.plateau_fraction,
+                diverged=result.outcome == "diverged",
+                verdict=result.verdict,
+            )
+        )
+        night.labels.setdefault(result.config_key, _label(config))
+    return night
+
+
+def night_environment(session: Session, sweep_id: int) -> dict[str, Any]:
+    """The software of a night's runs: each key's values (one, where nothing changed)."""
+    rows = session.scalars(
+        select(RunResult.environment).where(RunResult.sweep_id == sweep_id)
+    ).all()
+    found: dict[str, set[str]] = {}
+    for env in rows:
+        for key in ENVIRONMENT_KEYS:
+            if env and key in env:
+                found.setdefault(key, set()).add(str(env[key]))
+    return {k: sorted(v)[0] if len(v) == 1 else sorted(v) for k, v in sorted(found.items())}
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def t_compare(tonight: list[float], before: list[float]) -> tuple[float, float, float, float]:
+    """(difference of means, its 95 % interval low and high, two-sided p): tonight's mean
+    against the earlier nights', with the earlier nights' spread (see the module docstring)."""
+    from scipy import stats  # type: ignore[import-untyped]
+
+    difference = statistics.fmean(tonight) - statistics.fmean(before)
+    spread = statistics.stdev(before) if len(before) > 1 else 0.0
+    spread = max(spread, 1e-12 * max(1.0, abs(statistics.fmean(before))))
+    se = spread * math.sqrt(1 / len(tonight) + 1 / len(before))
+    df = len(before) - 1
+    t = difference / se
+    p = float(2 * stats.t.sf(abs(t), df))
+    half = float(stats.t.ppf(0.975, df)) * se
+    return difference, difference - half, difference + half, p
+
+
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """Adjusted p-values (q-values) of the Benjamini-Hochberg procedure, in input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    q = [0.0] * m
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p_values[i] * m / rank)
+        q[i] = running
+    return q
+
+
+@dataclass
+class Candidate:
+    config_key: str
+    label: str
+    metric: str
+    effect: float | None
+    ci: tuple[float | None, float | None]
+    p: float | None
+    practical: bool
+    worse: bool
+    detail: dict[str, Any]
+    q: float | None = None
+
+
+def compare(tonight: Night, earlier: list[Night]) -> list[Candidate]:
+    """Every test and rule of tonight against the earlier nights; alerts are the candidates
+    that pass (`alerts`)."""
+    tests: list[Candidate] = []
+    nights = [n.night for n in earlier]
+    for key, seeds in tonight.configs.items():
+        history = [s for n in earlier for s in n.configs.get(key, [])]
+        if len(history) < 2 or not seeds:
+            continue  # a new configuration: nothing to compare with yet
+        label = tonight.labels.get(key, key)
+        base = {"nights_compared": nights, "night": tonight.night}
+
+        def logs(values: list[float | None]) -> list[float]:
+            return [math.log(v) for v in values if v is not None and v > 0 and math.isfinite(v)]
+
+        for metric, now, then in (
+            ("steps_to_target", logs([s.steps for s in seeds]), logs([s.steps for s in history])),
+            (
+                "final_loss",
+                logs([s.final_loss for s in seeds if not s.diverged]),
+                logs([s.final_loss for s in history if not s.diverged]),
+            ),
+        ):
+            if len(now) < 1 or len(then) < 2:
+                continue
+            d, low, high, p = t_compare(now, then)
+            ratio = math.exp(d)
+            tests.append(
+                Candidate(
+                    key, label, metric, ratio, (math.exp(low), math.exp(high)), p,
+                    practical=ratio >= MIN_RATIO or ratio <= 1 / MIN_RATIO,
+                    worse=ratio > 1,
+                    detail=base | {
+                        "tonight": [round(math.exp(v), 6) for v in now],
+                        "before": [round(math.exp(v), 6) for v in then],
+                        "effect": "ratio of geometric means, tonight / before",
+                    },
+                )
+            )  # fmt: skip
+        now_pf = [s.plateau_fraction for s in seeds if s.plateau_fraction is not None]
+        then_pf = [s.plateau_fraction for s in history if s.plateau_fraction is not None]
+        if now_pf and len(then_pf) >= 2:
+            d, low, high, p = t_compare(now_pf, then_pf)
+            tests.append(
+                Candidate(
+                    key, label, "plateau_fraction", d, (low, high), p,
+                    practical=abs(d) >= MIN_PLATEAU_DIFFERENCE,
+                    worse=d > 0,
+                    detail=base | {"tonight": now_pf, "before": then_pf,
+                                   "effect": "difference of means, tonight - before"},
+                )
+            )  # fmt: skip
+        diverged_now = sum(s.diverged for s in seeds)
+        if diverged_now and not any(s.diverged for s in history) and len(earlier) >= 2:
+            tests.append(
+                Candidate(
+                    key, label, "divergences", float(diverged_now), (None, None), None,
+                    practical=True, worse=True,
+                    detail=base | {"tonight": f"{diverged_now} of {len(seeds)} seeds diverged",
+                                   "before": f"none of {len(history)} runs diverged",
+                                   "rule": "divergences where the earlier nights had none"},
+                )
+            )  # fmt: skip
+        majority_now = _majority([s.verdict for s in seeds])
+        majority_then = _majority([s.verdict for s in history])
+        if majority_now and majority_then and majority_now != majority_then:
+            tests.append(
+                Candidate(
+                    key, label, "verdict", None, (None, None), None,
+                    practical=True, worse=majority_now in ("diverged", "plateau", "saddle"),
+                    detail=base | {"tonight": majority_now, "before": majority_then,
+                                   "rule": "the verdict most seeds get changed"},
+                )
+            )  # fmt: skip
+    tested = [c for c in tests if c.p is not None]
+    for c, q in zip(
+        tested, benjamini_hochberg([c.p for c in tested if c.p is not None]), strict=True
+    ):
+        c.q = q
+    return tests
+
+
+def _majority(verdicts: list[str | None]) -> str | None:
+    """The verdict more than half of the runs got, else None."""
+    counted = Counter(v for v in verdicts if v)
+    if not counted:
+        return None
+    verdict, n = counted.most_common(1)[0]
+    return verdict if n * 2 > len(verdicts) else None
+
+
+def alerts(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates that pass: a test significant after the correction with a practical
+    effect, or a rule that fired."""
+    return [
+        c for c in candidates if c.practical and (c.p is None or (c.q is not None and c.q <= FDR))
+    ]
+
+
+def software_changes(tonight: Night, earlier: list[Night]) -> dict[str, Any]:
+    """The software keys whose value tonight differs from the latest earlier night's."""
+    if not earlier:
+        return {}
+    last = earlier[-1].environment
+    return {
+        k: {"before": last.get(k), "tonight": v}
+        for k, v in tonight.environment.items()
+        if last.get(k) != v
+    }
+
+
+# --- a finished night, once ------------------------------------------------------------------
+
+
+def finished(session: Session, firing: ScheduleFiring) -> bool:
+    from db import queries
+    from db.models import Study
+
+    if firing.sweep_id is not None:
+        counts = queries.run_counts(session=session, sweep_ids=[firing.sweep_id])[firing.sweep_id]
+        return counts.get("queued", 0) + counts.get("running", 0) == 0
+    if firing.study_id is not None:
+        study = session.get(Study, firing.study_id)
+        return study is None or study.state != "running"
+    return True
+
+
+def analyse(session: Session, firing_id: int, *, url: str, now: dt.datetime | None = None) -> bool:
+    """Compare a finished night with its schedule's K nights before it, store its alerts,
+    and queue its webhook delivery; False when another replica did (or does) it."""
+    now = now or utcnow()
+    claimed = session.execute(
+        update(ScheduleFiring)
+        .where(ScheduleFiring.id == firing_id, ScheduleFiring.analysed_at.is_(None))
+        .values(analysed_at=now)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    firing = session.get_one(ScheduleFiring, firing_id)
+    schedule = session.get_one(Schedule, firing.schedule_id)
+    if firing.sweep_id is not None:
+        firing.environment = night_environment(session, firing.sweep_id)
+    earlier_firings = session.scalars(
+        select(ScheduleFiring)
+        .where(
+            ScheduleFiring.schedule_id == schedule.id,
+            ScheduleFiring.night < firing.night,
+            ScheduleFiring.analysed_at.is_not(None),
+        )
+        .order_by(ScheduleFiring.night.desc())
+        .limit(schedule.compare_nights)
+    ).all()
+    earlier = [load_night(session, f) for f in reversed(earlier_firings)]
+    tonight = load_night(session, firing)
+    if schedule.kind == "study":
+        raised = study_alerts(session, firing, earlier_firings, url=url)
+    else:
+        changes = software_changes(tonight, earlier)
+        raised = [
+            ScheduleAlert(
+                schedule_id=schedule.id,
+                firing_id=firing.id,
+                config_key=c.config_key,
+                label=c.label[:500],
+                metric=c.metric,
+                direction=("regression" if c.worse else "improvement")
+                if c.metric != "verdict"
+                else "changed",
+                effect=c.effect,
+                ci_low=c.ci[0],
+                ci_high=c.ci[1],
+                p_value=c.p,
+                q_value=c.q,
+                detail=c.detail | {"software_changes": changes},
+                created_at=now,
+            )
+            for c in alerts(compare(tonight, earlier))
+        ]
+    session.add_all(raised)
+    if schedule.webhook_url:
+        session.add(
+            WebhookDelivery(
+                firing_id=firing.id, url=schedule.webhook_url, next_attempt_at=now, log=[]
+            )
+        )
+    session.commit()
+    return True
+
+
+def study_alerts(
+    session: Session, firing: ScheduleFiring, earlier: Sequence[ScheduleFiring], *, url: str
+) -> list[ScheduleAlert]:
+    """A scheduled study against its previous night: its best trial's value (the first
+    objective) and its best setting. (The best trial, not yet its confirmation on fresh
+    seeds: a scheduled study is not confirmed automatically.)"""
+    from db.models import Study
+    from service import studies
+
+    if firing.study_id is None or not earlier or earlier[0].study_id is None:
+        return []
+    if (
+        session.get(Study, firing.study_id) is None
+        or session.get(Study, earlier[0].study_id) is None
+    ):
+        return []
+    study = session.get_one(Study, firing.study_id)
+    now_best = studies.progress(url=url, study_id=firing.study_id)["best"]
+    then_best = studies.progress(url=url, study_id=earlier[0].study_id)["best"]
+    if now_best is None or then_best is None:
+        return []
+    out = []
+    base = {"nights_compared": [earlier[0].night], "night": firing.night}
+    if now_best["params"] != then_best["params"]:
+        out.append(
+            ScheduleAlert(
+                schedule_id=firing.schedule_id, firing_id=firing.id, config_key="",
+                label=study.name[:500], metric="best_setting", direction="changed",
+                detail=base | {"tonight": now_best["params"], "before": then_best["params"]},
+            )
+        )  # fmt: skip
+    a, b = now_best["value"], then_best["value"]
+    if a is not None and b is not None and b > 0 and (a / b >= MIN_RATIO or a / b <= 1 / MIN_RATIO):
+        out.append(
+            ScheduleAlert(
+                schedule_id=firing.schedule_id, firing_id=firing.id, config_key="",
+                label=study.name[:500], metric="best_value",
+                direction="regression" if a > b else "improvement", effect=a / b,
+                detail=base | {"tonight": a, "before": b, "effect": "ratio, tonight / before"},
+            )
+        )  # fmt: skip
+    return out

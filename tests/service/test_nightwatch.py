@@ -1,0 +1,236 @@
+"""The nightly watch compares each finished night with the nights before it (issue 14):
+an injected 1.5x slowdown of one grid point among unchanged ones is flagged, with its
+direction, effect and the software that changed; an A/A series stays quiet; the webhook
+gets one signed POST per finished night, retried when the receiver first fails.
+
+The nights are real schedule firings with real sweeps and runs; their results are written
+as a worker would write them, drawn from a seeded noise model (a configuration's steps to
+target vary from seed to seed by ~15 %, log-normal), so the statistics are tested without
+training 100 runs a night."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import math
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from db.models import Run, RunResult, ScheduleFiring
+from db.session import session_scope
+from service import nightwatch
+from service.api.main import create_app
+from service.schedules import fire
+from service.settings import Settings
+from service.webhooks import SIGNATURE_HEADER, deliver_due
+from tests.service.conftest import QUICK_SPEC
+from tests.service.test_schedules import schedule_at
+
+# 3 optimizers x 2 inits = 6 grid points, 3 seeds a night.
+SPEC = QUICK_SPEC | {
+    "optimizers": [
+        {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+        {"name": "adam", "lr": 0.003},
+        {"name": "sgd", "lr": 0.03},
+    ],
+    "inits": ["default", "orthogonal"],
+    "seeds": [0, 1, 2],
+}
+T0 = dt.datetime(2026, 11, 20, 1, 0, tzinfo=dt.UTC)
+SPREAD = 0.15  # seed-to-seed spread of log steps to target
+
+
+def night(
+    url: str,
+    schedule_id: int,
+    k: int,
+    rng: random.Random,
+    *,
+    slow: dict[int, float] | None = None,
+    plugin: str = "1.0",
+) -> int:
+    """Fire night k and record its runs' results; `slow` multiplies the steps to target of
+    the grid points it names (by grid position); `plugin` is the night's task-plugin
+    version, recorded in every run's environment."""
+    from db.models import Schedule
+
+    settings = Settings(database_url=url)
+    with session_scope(url) as s:
+        schedule = s.get_one(Schedule, schedule_id)
+        firing = fire(
+            session=s,
+            schedule=schedule,
+            slot=T0 + dt.timedelta(days=k),
+            trigger="cron",
+            fired_by="test",
+            settings=settings,
+            now=T0 + dt.timedelta(days=k, seconds=3),
+        )
+        sweep_id, firing_id = firing.sweep_id, firing.id
+    with session_scope(url) as s:
+        runs = s.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.grid_index))
+        for run in runs:
+            point = run.grid_index // 3  # seeds are the innermost axis
+            typical = 200.0 * (1 + 0.4 * point)  # each grid point its own speed
+            steps = typical * math.exp(rng.gauss(0, SPREAD)) * (slow or {}).get(point, 1.0)
+            run.status = "succeeded"
+            s.add(
+                RunResult(
+                    run_id=run.id,
+                    attempt=1,
+                    outcome="succeeded",
+                    steps_done=1000,
+                    reached_target=True,
+                    steps_to_target=round(steps),
+                    budget_steps=1000,
+                    final_loss=0.05 * math.exp(rng.gauss(0, 0.1)),
+                    plateau_fraction=min(1.0, max(0.0, 0.2 + rng.gauss(0, 0.03))),
+                    verdict="converged",
+                    config_key=run.config_key,
+                    sweep_id=sweep_id,
+                    environment={"torch": "2.13.0", "device": "cpu", "plugins": plugin},
+                )
+            )
+    return firing_id
+
+
+def analyse_all(url: str, firing_ids: list[int]) -> None:
+    for i, firing_id in enumerate(firing_ids):
+        with session_scope(url) as s:
+            assert nightwatch.analyse(s, firing_id, url=url, now=T0 + dt.timedelta(days=i, hours=5))
+
+
+def alerts_of(url: str, firing_id: int) -> list[Any]:
+    from db.models import ScheduleAlert
+
+    with session_scope(url) as s:
+        rows = s.scalars(select(ScheduleAlert).where(ScheduleAlert.firing_id == firing_id)).all()
+        s.expunge_all()
+        return list(rows)
+
+
+def test_a_slowdown_of_one_grid_point_is_flagged_and_the_others_are_not(migrated_url):
+    url = migrated_url
+    sid = schedule_at(url, T0 - dt.timedelta(days=1), spec=SPEC, compare_nights=5)
+    rng = random.Random(14)
+    firings = [night(url, sid, k, rng) for k in range(5)]
+    # Night 5: a plugin upgrade makes grid point 4 ~1.5x slower; its config is unchanged.
+    firings.append(night(url, sid, 5, rng, slow={4: 1.5}, plugin="1.1"))
+    analyse_all(url, firings)
+    for firing_id in firings[:5]:
+        assert alerts_of(url, firing_id) == []  # the A/A nights: quiet
+    (alert,) = alerts_of(url, firings[5])
+    assert (alert.metric, alert.direction) == ("steps_to_target", "regression")
+    assert alert.ci_low is not None and alert.ci_high is not None
+    assert 1.3 < alert.effect < 1.8 and alert.ci_low > 1.0
+    assert alert.q_value <= nightwatch.FDR
+    assert alert.detail["nights_compared"] == [0, 1, 2, 3, 4]
+    assert alert.detail["software_changes"] == {"plugins": {"before": "1.0", "tonight": "1.1"}}
+    with session_scope(url) as s:
+        runs = s.scalars(select(Run.config_key).where(Run.grid_index == 12)).all()
+    assert alert.config_key == runs[0]  # grid point 4 (its first seed is run 12)
+
+
+def test_an_a_a_series_raises_no_alert(migrated_url):
+    url = migrated_url
+    sid = schedule_at(url, T0 - dt.timedelta(days=1), spec=SPEC, compare_nights=5)
+    rng = random.Random(2026)
+    firings = [night(url, sid, k, rng) for k in range(8)]
+    analyse_all(url, firings)
+    assert [a for f in firings for a in alerts_of(url, f)] == []
+
+
+def test_an_improvement_and_new_divergences_are_reported_too():
+    seed = nightwatch.Seed
+    steady = [seed(200 * (1 + 0.01 * i), True, 0.05, 0.2, False, "converged") for i in range(15)]
+    earlier = [
+        nightwatch.Night(i, i, {}, {"k": steady[3 * i : 3 * i + 3]}, {"k": "mlp"}) for i in range(5)
+    ]
+    faster = [seed(100, True, 0.05, 0.2, False, "converged") for _ in range(3)]
+    tonight = nightwatch.Night(9, 5, {}, {"k": faster}, {"k": "mlp"})
+    (alert,) = nightwatch.alerts(nightwatch.compare(tonight, earlier))
+    assert alert.metric == "steps_to_target" and not alert.worse and alert.effect < 0.6
+    broken = [seed(1000, False, None, 0.9, True, "diverged") for _ in range(2)] + faster[:1]
+    tonight = nightwatch.Night(9, 5, {}, {"k": broken}, {"k": "mlp"})
+    metrics = {a.metric for a in nightwatch.alerts(nightwatch.compare(tonight, earlier))}
+    assert {"divergences", "verdict", "plateau_fraction"} <= metrics
+
+
+def test_benjamini_hochberg_matches_its_definition():
+    p = [0.01, 0.04, 0.03, 0.005, 0.5]
+    # sorted 0.005, 0.01, 0.03, 0.04, 0.5 -> x5/1, x5/2, x5/3, x5/4, x5/5, then cumulative min
+    expected = {0.005: 0.025, 0.01: 0.025, 0.03: 0.05, 0.04: 0.05, 0.5: 0.5}
+    assert nightwatch.benjamini_hochberg(p) == pytest.approx([expected[v] for v in p])
+
+
+class Receiver:
+    """A local webhook receiver: answers 500 to the first `fail` posts, then 200."""
+
+    def __init__(self, fail: int) -> None:
+        received: list[tuple[dict[str, str], bytes, int]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = 500 if len(received) < fail else 200
+                received.append((dict(self.headers), body, status))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_each_finished_night_is_posted_once_signed_and_retried_after_a_failure(migrated_url):
+    url = migrated_url
+    receiver = Receiver(fail=1)
+    try:
+        settings = Settings(database_url=url, webhook_allowed_hosts="127.0.0.1")
+        with TestClient(create_app(settings, dispatch=False, schedule=False)) as c:
+            made = c.post(
+                "/api/v1/schedules",
+                json={"name": "w", "cron": "0 1 * * *", "spec": SPEC, "webhook_url": receiver.url},
+            ).json()
+            sid, secret = made["id"], made["webhook_secret"]
+            rng = random.Random(7)
+            firings = [night(url, sid, k, rng) for k in range(3)]
+            analyse_all(url, firings)
+            now = T0 + dt.timedelta(days=3)
+            assert deliver_due(settings, now) == 2  # the first night's first try failed
+            assert deliver_due(settings, now) == 0  # nothing is due again at once
+            assert deliver_due(settings, now + dt.timedelta(seconds=31)) == 1  # the retry
+            assert deliver_due(settings, now + dt.timedelta(hours=1)) == 0
+            alerts = c.get(f"/api/v1/schedules/{sid}/alerts").json()
+        assert [r[2] for r in receiver.received] == [500, 200, 200, 200]
+        nights = sorted(json.loads(body)["night"] for _, body, status in receiver.received[1:])
+        assert nights == [0, 1, 2]  # one delivered POST per finished night
+        for headers, body, _ in receiver.received:
+            expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            assert headers[SIGNATURE_HEADER] == expected
+        document = json.loads(receiver.received[1][1])
+        assert document["schedule"]["id"] == sid and document["alerts"] == []
+        assert document["sweep_url"].endswith(f"/sweeps/{document['sweep_url'].split('/')[-1]}")
+        tries = {d["night_firing"]: d["attempts"] for d in alerts["deliveries"]}
+        assert sorted(tries.values()) == [1, 1, 2] and all(
+            d["delivered_at"] for d in alerts["deliveries"]
+        )
+        with session_scope(url) as s:
+            assert all(f.analysed_at for f in s.scalars(select(ScheduleFiring)))
+    finally:
+        receiver.close()
