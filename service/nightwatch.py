@@ -418,3 +418,80 @@ def study_alerts(
             )
         )  # fmt: skip
     return out
+
+
+# --- a schedule's history: nights as columns, configurations as rows ---------------------------
+
+HISTORY_NIGHTS = 30  # the most recent nights a schedule's page and trend plot show
+
+
+def _cell(seeds: list[Seed]) -> dict[str, Any]:
+    steps = sorted(s.steps for s in seeds)
+    losses = [s.final_loss for s in seeds if s.final_loss is not None and not s.diverged]
+    plateaus = [s.plateau_fraction for s in seeds if s.plateau_fraction is not None]
+    return {
+        "seeds": len(seeds),
+        "steps_median": statistics.median(steps),
+        "steps_low": steps[0],
+        "steps_high": steps[-1],
+        "reached": sum(s.reached for s in seeds),
+        "final_loss_median": statistics.median(losses) if losses else None,
+        "plateau_fraction": statistics.fmean(plateaus) if plateaus else None,
+        "diverged": sum(s.diverged for s in seeds),
+        "verdicts": dict(Counter(s.verdict or "none" for s in seeds).most_common()),
+    }
+
+
+def history(session: Session, schedule_id: int, *, nights: int = HISTORY_NIGHTS) -> dict[str, Any]:
+    """The schedule's latest `nights` nights: {"nights": columns (oldest first), "configs":
+    rows, "cells": {config_key: {night: summary over its seeds}}, "alerts": {config_key:
+    {night: [metrics]}}}."""
+    firings = list(
+        reversed(
+            session.scalars(
+                select(ScheduleFiring)
+                .where(ScheduleFiring.schedule_id == schedule_id)
+                .order_by(ScheduleFiring.night.desc())
+                .limit(nights)
+            ).all()
+        )
+    )
+    raised = session.scalars(
+        select(ScheduleAlert).where(
+            ScheduleAlert.schedule_id == schedule_id,
+            ScheduleAlert.firing_id.in_([f.id for f in firings]),
+        )
+    ).all()
+    night_of = {f.id: f.night for f in firings}
+    alerts_by: dict[str, dict[int, list[str]]] = {}
+    for a in raised:
+        alerts_by.setdefault(a.config_key, {}).setdefault(night_of[a.firing_id], []).append(
+            f"{a.metric} {a.direction}"
+        )
+    columns: list[dict[str, Any]] = []
+    cells: dict[str, dict[int, dict[str, Any]]] = {}
+    labels: dict[str, str] = {}
+    for firing in firings:
+        loaded = load_night(session, firing)
+        columns.append(
+            {
+                "night": firing.night,
+                "firing_id": firing.id,
+                "slot": firing.slot,
+                "trigger": firing.trigger,
+                "late_seconds": firing.late_seconds,
+                "missed": firing.missed,
+                "sweep_id": firing.sweep_id,
+                "study_id": firing.study_id,
+                "compared": firing.analysed_at is not None,
+                "environment": firing.environment or {},
+                "alerts": sum(1 for a in raised if a.firing_id == firing.id),
+            }
+        )
+        for key, seeds in loaded.configs.items():
+            cells.setdefault(key, {})[firing.night] = _cell(seeds)
+            labels.setdefault(key, loaded.labels[key])
+    configs = [
+        {"config_key": k, "label": labels[k]} for k in sorted(labels, key=lambda k: labels[k])
+    ]
+    return {"nights": columns, "configs": configs, "cells": cells, "alerts": alerts_by}

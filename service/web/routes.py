@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from db import auth as db_auth
 from db import pages as db_pages
@@ -29,6 +30,7 @@ from service.api.auth import (
     csrf_ok,
 )
 from service.api.deps import RunDep, SessionDep, StudyId, SweepDep
+from service.api.routes.schedules import ScheduleDep
 from service.api.views import run_list_item, sweep_public
 from service.figures import sig3
 from service.leaderboard import METRIC_HELP, LeaderboardQuery, leaderboard_page
@@ -259,6 +261,34 @@ def get_study(study_id: StudyId, session: SessionDep) -> Study:
 
 
 StudyDep = Annotated[Study, Depends(get_study)]
+
+
+@router.get("/schedules/{schedule_id}", response_class=HTMLResponse)
+def schedule_view(
+    request: Request, schedule: ScheduleDep, session: SessionDep, identity: PageIdentity
+) -> HTMLResponse:
+    """A schedule's nights as columns and its configurations as rows (each cell: the
+    night's median steps to target over its seeds, their range, divergences, the verdicts),
+    its alerts, its history of edits, and the trend plot."""
+    from db.models import ScheduleAlert, ScheduleEvent
+    from service.nightwatch import history
+
+    context = {
+        "schedule": schedule,
+        "history": history(session, schedule.id),
+        "events": session.scalars(
+            select(ScheduleEvent)
+            .where(ScheduleEvent.schedule_id == schedule.id)
+            .order_by(ScheduleEvent.id)
+        ).all(),
+        "alerts": session.scalars(
+            select(ScheduleAlert)
+            .where(ScheduleAlert.schedule_id == schedule.id)
+            .order_by(ScheduleAlert.firing_id.desc(), ScheduleAlert.id)
+            .limit(100)
+        ).all(),
+    }
+    return render(request, "schedule.html", context)
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)

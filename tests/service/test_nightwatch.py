@@ -34,7 +34,7 @@ from service.webhooks import SIGNATURE_HEADER, deliver_due
 from tests.service.conftest import QUICK_SPEC
 from tests.service.test_schedules import schedule_at
 
-# 3 optimizers x 2 inits = 6 grid points, 3 seeds a night.
+# 3 optimizers x 2 inits x 2 clipping settings = 12 grid points, 3 seeds a night.
 SPEC = QUICK_SPEC | {
     "optimizers": [
         {"name": "sgd", "lr": 0.1, "momentum": 0.9},
@@ -46,6 +46,7 @@ SPEC = QUICK_SPEC | {
 }
 T0 = dt.datetime(2026, 11, 20, 1, 0, tzinfo=dt.UTC)
 SPREAD = 0.15  # seed-to-seed spread of log steps to target
+CONFIGS = 12
 
 
 def night(

@@ -19,6 +19,7 @@ from db import queries
 from db.models import MAX_ID, Schedule, ScheduleEvent, ScheduleFiring, Study, User, utcnow
 from service.api.auth import MemberIdentity, ensure_may_change, spec_owner
 from service.api.deps import Offset, SessionDep, SettingsDep
+from service.api.routes.figures import Figures
 from service.ratelimit import limit_submissions
 from service.schedules import (
     ScheduleCreate,
@@ -395,3 +396,13 @@ def read_alerts(
             for d in deliveries
         ],
     )
+
+
+@router.get("/{schedule_id}/figures", responses=NOT_FOUND | INVALID)
+def read_schedule_figures(schedule: ScheduleDep, session: SessionDep) -> Figures:
+    """The schedule page's trend plot: each configuration's steps to target, night by
+    night, with the spread over the night's seeds and its alerts marked."""
+    from service.figures.schedule import schedule_figures
+    from service.nightwatch import history
+
+    return Figures(figures=schedule_figures(history(session, schedule.id)))
