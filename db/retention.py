@@ -40,6 +40,13 @@ def prune_curves_batch(*, session: Session, finished_before: dt.datetime) -> tup
     ).all()
     if not runs:
         return 0, 0
+    return len(runs), thin_runs(session=session, run_ids=list(runs))
+
+
+def thin_runs(*, session: Session, run_ids: list[int]) -> int:
+    """Thin these runs' curves as above (their step-0 and evaluation rows stay) and mark
+    them; returns the rows deleted."""
+    runs = run_ids
     m = RunMetric
     deleted = typing.cast(
         CursorResult[Any],
@@ -60,7 +67,42 @@ def prune_curves_batch(*, session: Session, finished_before: dt.datetime) -> tup
         .values(curves_pruned_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return len(runs), deleted
+    return deleted
+
+
+def prune_old_nights(*, session: Session) -> tuple[int, int]:
+    """Thin the curves of the runs of every schedule's nights older than its
+    `keep_curves_nights` (their results, probes and the nightly comparison's inputs stay);
+    up to RUNS_PER_BATCH runs a call. Returns (runs, rows deleted)."""
+    from db.models import Schedule, ScheduleFiring
+
+    latest = (
+        select(ScheduleFiring.schedule_id, func.max(ScheduleFiring.night).label("night"))
+        .group_by(ScheduleFiring.schedule_id)
+        .subquery()
+    )
+    old_sweeps = (
+        select(ScheduleFiring.sweep_id)
+        .join(Schedule, Schedule.id == ScheduleFiring.schedule_id)
+        .join(latest, latest.c.schedule_id == ScheduleFiring.schedule_id)
+        .where(
+            ScheduleFiring.sweep_id.is_not(None),
+            ScheduleFiring.night <= latest.c.night - Schedule.keep_curves_nights,
+        )
+    )
+    runs = session.scalars(
+        select(Run.id)
+        .where(
+            Run.sweep_id.in_(old_sweeps),
+            Run.status.in_(TERMINAL_STATUSES),
+            Run.curves_pruned_at.is_(None),
+        )
+        .order_by(Run.id)
+        .limit(RUNS_PER_BATCH)
+    ).all()
+    if not runs:
+        return 0, 0
+    return len(runs), thin_runs(session=session, run_ids=list(runs))
 
 
 def retention_cutoff(days: float, now: dt.datetime | None = None) -> dt.datetime:

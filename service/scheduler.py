@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
+from db import retention
 from db.errors import database_unavailable
 from db.models import Schedule, ScheduleFiring, utcnow
 from db.session import session_scope
@@ -85,6 +86,8 @@ class Scheduler:
                 fired.append(firing.id)
         self.analyse_finished_nights(now)
         deliver_due(self.settings, now)
+        with session_scope(self.settings.database_url) as session:
+            retention.prune_old_nights(session=session)  # curves of nights past keeping
         return fired
 
     def analyse_finished_nights(self, now: dt.datetime) -> list[int]:

@@ -78,3 +78,16 @@ def _load(group: str, kind: type) -> dict[str, Any]:
 def load_build(path: str) -> Callable[..., Any]:
     module, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def plugin_versions(*names: str) -> str | None:
+    """The distributions (with their versions) that provide the named tasks or
+    architectures, for a run's environment: "rings: my-package 1.2.0"; None when every name
+    is built in. A plugin's new version can change results with an unchanged config, so the
+    nightly watch lays it beside a change of result."""
+    found = []
+    for group in (TASK_GROUP, ARCHITECTURE_GROUP):
+        for point in entry_points(group=group):
+            if point.name in names and point.dist is not None:
+                found.append(f"{point.name}: {point.dist.name} {point.dist.version}")
+    return "; ".join(sorted(found)) or None

@@ -8,12 +8,14 @@ caller passes `TrainHooks` to receive metric batches, to be told to stop, and to
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from workers.inits import apply_init
 from workers.models import activation_of, create_model
 from workers.optim import create_optimizer, lr_factor
 from workers.plateau import OnPlateau, PlateauTracker, detect_plateaus
+from workers.plugins import plugin_versions
 from workers.tasks import TaskData, create_task, loss_fn
 
 
@@ -179,8 +182,20 @@ def environment(
     }
     if device.type == "cuda":
         env["cuda_device"] = torch.cuda.get_device_name(device)
+    env["plateau_bench"] = _own_version()
+    plugins = plugin_versions(config.task.name, config.architecture.name)
+    if plugins is not None:
+        env["plugins"] = plugins
     env.update(ray_node())
     return env
+
+
+@functools.cache
+def _own_version() -> str:
+    try:
+        return metadata.version("plateau-bench")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "not installed"
 
 
 def ray_node() -> dict[str, Any]:

@@ -235,3 +235,38 @@ def test_each_finished_night_is_posted_once_signed_and_retried_after_a_failure(m
             assert all(f.analysed_at for f in s.scalars(select(ScheduleFiring)))
     finally:
         receiver.close()
+
+
+def test_curves_of_nights_past_keeping_are_thinned_and_their_results_kept(migrated_url):
+    from db.models import RunMetric
+    from db.retention import prune_old_nights
+
+    url = migrated_url
+    sid = schedule_at(url, T0 - dt.timedelta(days=1), spec=SPEC, keep_curves_nights=2)
+    rng = random.Random(3)
+    firings = [night(url, sid, k, rng) for k in range(4)]
+    with session_scope(url) as s:  # ten logged steps a run, an evaluation at step 5
+        for run_id in s.scalars(select(Run.id)):
+            for step in range(10):
+                s.add(
+                    RunMetric(
+                        run_id=run_id, attempt=1, step=step, loss=1.0 / (step + 1),
+                        eval_loss=0.5 if step == 5 else None,
+                    )
+                )  # fmt: skip
+    with session_scope(url) as s:
+        while prune_old_nights(session=s)[0]:
+            pass
+    with session_scope(url) as s:
+        for k, firing_id in enumerate(firings):
+            sweep_id = s.get_one(ScheduleFiring, firing_id).sweep_id
+            runs = s.scalars(select(Run).where(Run.sweep_id == sweep_id)).all()
+            steps = {
+                r.id: sorted(s.scalars(select(RunMetric.step).where(RunMetric.run_id == r.id)))
+                for r in runs
+            }
+            old = k <= 3 - 2  # nights 0 and 1: more than 2 nights before the latest (3)
+            assert all((r.curves_pruned_at is not None) == old for r in runs), k
+            assert all(v == ([0, 5] if old else list(range(10))) for v in steps.values()), k
+            results = s.scalars(select(RunResult).where(RunResult.sweep_id == sweep_id)).all()
+            assert len(results) == len(runs)  # the summaries stay

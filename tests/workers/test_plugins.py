@@ -46,12 +46,18 @@ spec = SweepSpec.model_validate({"name": "p", "task": {"name": "rings", "n_rings
     "architectures": [{"name": "rbf", "centers": 24}, {"name": "mlp", "depth": 1}],
     "optimizers": [{"name": "adam", "lr": 0.05}], "budget": {"steps": 150, "batch_size": 64}})
 results = [train(c) for c in spec.expand()]
-print(json.dumps({"losses": [(r.losses[0], r.final_loss) for r in results]}))
+print(json.dumps({"losses": [(r.losses[0], r.final_loss) for r in results],
+                  "plugins": [r.environment.get("plugins") for r in results]}))
 """,
         installed_plugin(tmp_path),
     )
     for first, final in result["losses"]:
         assert final < 0.7 * first
+    # each run records the plugin distributions it used (the nightly watch compares them)
+    assert result["plugins"] == [
+        "rbf: plateau-rings 0.1.0; rings: plateau-rings 0.1.0",
+        "rings: plateau-rings 0.1.0",
+    ]
 
 
 def test_plugin_specs_validate_without_torch_and_keep_the_rules(tmp_path):

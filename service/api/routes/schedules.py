@@ -95,35 +95,68 @@ class SchedulesPublic(BaseModel):
     count: int = Field(description="schedules in all")
 
 
+# The alerts' field examples are the alert tests/service/test_nightwatch.py raises on its
+# seeded nights (a recorded session has no week of nights to compare; see
+# scripts/record_api_examples.py).
 class AlertPublic(BaseModel):
-    night_firing: int = Field(description="the firing (night) it was raised on")
-    configuration: str = Field(description="the grid point, or the study, as people read it")
-    config_key: str = Field(description="the grid point's configuration key ('' for a study)")
+    night_firing: int = Field(description="the firing (night) it was raised on", examples=[6])
+    configuration: str = Field(
+        description="the grid point, or the study, as people read it",
+        examples=["mlp · adam lr=0.003 · init default"],
+    )
+    config_key: str = Field(
+        description="the grid point's configuration key ('' for a study)",
+        examples=["5d0c6a1f9e2b47c3a8f1e0d29b7c4a6e"],
+    )
     metric: str = Field(
         description="steps_to_target, final_loss, plateau_fraction, divergences, verdict, "
-        "best_value or best_setting"
+        "best_value or best_setting",
+        examples=["steps_to_target"],
     )
-    direction: str = Field(description="regression, improvement, or changed")
+    direction: str = Field(
+        description="regression, improvement, or changed", examples=["regression"]
+    )
     effect: float | None = Field(
         description="ratio tonight / before (steps, loss, best value), difference (plateau "
-        "fraction), or tonight's diverged seeds"
+        "fraction), or tonight's diverged seeds",
+        examples=[1.57],
     )
-    interval: list[float | None] | None = Field(description="the effect's 95 % interval")
-    p: float | None = Field(description="the test's p-value (rules have none)")
-    q: float | None = Field(description="its Benjamini-Hochberg q-value over the night's tests")
+    interval: list[float | None] | None = Field(
+        description="the effect's 95 % interval", examples=[[1.29, 1.92]]
+    )
+    p: float | None = Field(description="the test's p-value (rules have none)", examples=[0.00071])
+    q: float | None = Field(
+        description="its Benjamini-Hochberg q-value over the night's tests", examples=[0.00852]
+    )
     detail: dict[str, Any] = Field(
         description="tonight's and the earlier nights' values, the nights compared, the rule, "
-        "and the software that changed that night"
+        "and the software that changed that night",
+        examples=[
+            {
+                "night": 5,
+                "nights_compared": [0, 1, 2, 3, 4],
+                "tonight": [761.0, 776.0, 898.0],
+                "before": [434.0, 550.0, 553.0, 456.0, 602.0, 686.0],
+                "effect": "ratio of geometric means, tonight / before",
+                "software_changes": {"plugins": {"before": "1.0", "tonight": "1.1"}},
+            }
+        ],
     )
 
 
 class DeliveryPublic(BaseModel):
-    night_firing: int = Field(description="the firing (night) it reports")
-    url: str = Field(description="where it is posted")
-    attempts: int = Field(description="tries so far")
-    delivered_at: dt.datetime | None = Field(description="when it was answered 2xx")
-    last_status: int | None = Field(description="the last try's HTTP status")
-    last_error: str | None = Field(description="the last try's error")
+    night_firing: int = Field(description="the firing (night) it reports", examples=[6])
+    url: str = Field(
+        description="where it is posted", examples=["http://127.0.0.1:9000/plateau-nightly"]
+    )
+    attempts: int = Field(description="tries so far", examples=[2])
+    delivered_at: dt.datetime | None = Field(
+        description="when it was answered 2xx", examples=["2026-11-25T06:00:31Z"]
+    )
+    last_status: int | None = Field(description="the last try's HTTP status", examples=[200])
+    last_error: str | None = Field(
+        description="the last try's error", examples=["ConnectError: [Errno 111] refused"]
+    )
 
 
 class AlertsPublic(BaseModel):
