@@ -500,6 +500,12 @@ class ScheduleFiring(Base):
     # setting it is the claim of the replica that compares.
     analysed_at: Mapped[dt.datetime | None]
     environment: Mapped[dict[str, Any] | None]  # the night's software, as its runs recorded
+    # A study night: its best setting re-run on the spec's fresh confirm_seeds against the
+    # baseline (service.studies.confirm), which the night is compared on; claimed first.
+    confirm_claimed_at: Mapped[dt.datetime | None]
+    confirm_sweep_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sweep.id", ondelete="SET NULL")
+    )
 
 
 class ScheduleAlert(Base):

@@ -301,15 +301,19 @@ def software_changes(tonight: Night, earlier: list[Night]) -> dict[str, Any]:
 
 
 def finished(session: Session, firing: ScheduleFiring) -> bool:
+    """Whether the night's runs have all ended (a study night: its confirmation's)."""
     from db import queries
-    from db.models import Study
+
+    def ended(sweep_id: int) -> bool:
+        counts = queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
+        return counts.get("queued", 0) + counts.get("running", 0) == 0
 
     if firing.sweep_id is not None:
-        counts = queries.run_counts(session=session, sweep_ids=[firing.sweep_id])[firing.sweep_id]
-        return counts.get("queued", 0) + counts.get("running", 0) == 0
+        return ended(firing.sweep_id)
     if firing.study_id is not None:
-        study = session.get(Study, firing.study_id)
-        return study is None or study.state != "running"
+        # A study night ends with its confirmation (service.scheduler confirms it; a night
+        # that cannot be confirmed is compared at once there).
+        return firing.confirm_sweep_id is not None and ended(firing.confirm_sweep_id)
     return True
 
 
@@ -379,24 +383,35 @@ def analyse(session: Session, firing_id: int, *, url: str, now: dt.datetime | No
 def study_alerts(
     session: Session, firing: ScheduleFiring, earlier: Sequence[ScheduleFiring], *, url: str
 ) -> list[ScheduleAlert]:
-    """A scheduled study against its previous night: its best trial's value (the first
-    objective) and its best setting. (The best trial, not yet its confirmation on fresh
-    seeds: a scheduled study is not confirmed automatically.)"""
+    """A scheduled study against its previous night: whether its best setting changed, and
+    its confirmed best value (mean steps to target of the best setting on the fresh
+    confirm_seeds, censored at the budget), or the best trial's value where a night has no
+    confirmation."""
     from db.models import Study
     from service import studies
+    from service.study_spec import StudySpec
 
     if firing.study_id is None or not earlier or earlier[0].study_id is None:
         return []
-    if (
-        session.get(Study, firing.study_id) is None
-        or session.get(Study, earlier[0].study_id) is None
-    ):
+    study = session.get(Study, firing.study_id)
+    if study is None or session.get(Study, earlier[0].study_id) is None:
         return []
-    study = session.get_one(Study, firing.study_id)
     now_best = studies.progress(url=url, study_id=firing.study_id)["best"]
     then_best = studies.progress(url=url, study_id=earlier[0].study_id)["best"]
     if now_best is None or then_best is None:
         return []
+    budget = StudySpec.model_validate(study.spec).fixed.budget.steps
+
+    def confirmed(f: ScheduleFiring, best: dict[str, Any]) -> tuple[float | None, str]:
+        if f.confirm_sweep_id is not None:
+            summary = studies.confirmation_summary(
+                session=session, sweep_id=f.confirm_sweep_id, budget=budget
+            )
+            return summary["best"]["mean_steps_to_target"], "confirmed mean steps to target"
+        return best["value"], "best trial's value"
+
+    a, a_kind = confirmed(firing, now_best)
+    b, b_kind = confirmed(earlier[0], then_best)
     out = []
     base = {"nights_compared": [earlier[0].night], "night": firing.night}
     if now_best["params"] != then_best["params"]:
@@ -407,16 +422,19 @@ def study_alerts(
                 detail=base | {"tonight": now_best["params"], "before": then_best["params"]},
             )
         )  # fmt: skip
-    a, b = now_best["value"], then_best["value"]
-    if a is not None and b is not None and b > 0 and (a / b >= MIN_RATIO or a / b <= 1 / MIN_RATIO):
-        out.append(
-            ScheduleAlert(
-                schedule_id=firing.schedule_id, firing_id=firing.id, config_key="",
-                label=study.name[:500], metric="best_value",
-                direction="regression" if a > b else "improvement", effect=a / b,
-                detail=base | {"tonight": a, "before": b, "effect": "ratio, tonight / before"},
-            )
-        )  # fmt: skip
+    same_kind = a_kind == b_kind
+    if same_kind and a is not None and b is not None and b > 0:
+        ratio = a / b
+        if ratio >= MIN_RATIO or ratio <= 1 / MIN_RATIO:
+            out.append(
+                ScheduleAlert(
+                    schedule_id=firing.schedule_id, firing_id=firing.id, config_key="",
+                    label=study.name[:500], metric="best_value",
+                    direction="regression" if ratio > 1 else "improvement", effect=ratio,
+                    detail=base | {"tonight": a, "before": b, "value": a_kind,
+                                   "effect": "ratio, tonight / before"},
+                )
+            )  # fmt: skip
     return out
 
 

@@ -20,7 +20,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from db import retention
 from db.errors import database_unavailable
@@ -32,6 +32,8 @@ from service.webhooks import deliver_due
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
+# A study night's confirmation claimed this long ago and still not queued is taken again.
+CONFIRM_CLAIM_SECONDS = 600.0
 
 
 def replica_id() -> str:
@@ -84,11 +86,64 @@ class Scheduler:
                     log.exception("schedule %d: firing slot %s failed", schedule_id, slot)
                     continue
                 fired.append(firing.id)
+        self.confirm_finished_studies(now)
         self.analyse_finished_nights(now)
         deliver_due(self.settings, now)
         with session_scope(self.settings.database_url) as session:
             retention.prune_old_nights(session=session)  # curves of nights past keeping
         return fired
+
+    def confirm_finished_studies(self, now: dt.datetime) -> list[int]:
+        """Queue the confirmation of every scheduled study that has finished (its best
+        setting and the baseline on the spec's fresh confirm_seeds); a night whose study
+        cannot be confirmed (cancelled, or no complete trial) is compared at once without.
+        Claimed through `confirm_claimed_at` (taken again after CONFIRM_CLAIM_SECONDS, if
+        the replica that claimed it died before queueing)."""
+        from db.models import Study
+        from service import nightwatch, studies
+
+        stale = now - dt.timedelta(seconds=CONFIRM_CLAIM_SECONDS)
+        claimable = (ScheduleFiring.confirm_claimed_at.is_(None)) | (
+            ScheduleFiring.confirm_claimed_at < stale
+        )
+        with session_scope(self.settings.database_url) as session:
+            pending = session.execute(
+                select(ScheduleFiring.id, Study.id, Study.state)
+                .join(Study, Study.id == ScheduleFiring.study_id)
+                .where(
+                    ScheduleFiring.confirm_sweep_id.is_(None),
+                    ScheduleFiring.analysed_at.is_(None),
+                    Study.state != "running",
+                    claimable,
+                )
+            ).all()
+        queued = []
+        for firing_id, study_id, state in pending:
+            with session_scope(self.settings.database_url) as session:
+                claimed = session.execute(
+                    update(ScheduleFiring)
+                    .where(
+                        ScheduleFiring.id == firing_id,
+                        ScheduleFiring.confirm_sweep_id.is_(None),
+                        claimable,
+                    )
+                    .values(confirm_claimed_at=now)
+                )
+                if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                    continue
+            try:
+                if state != "finished":
+                    raise ValueError(f"study {study_id} is {state}")
+                _, sweep_id = studies.confirm(settings=self.settings, study_id=study_id)
+            except ValueError as e:  # nothing to confirm: compare the night as it is
+                log.info("night of firing %d: no confirmation (%s)", firing_id, e)
+                with session_scope(self.settings.database_url) as session:
+                    nightwatch.analyse(session, firing_id, url=self.settings.database_url, now=now)
+                continue
+            with session_scope(self.settings.database_url) as session:
+                session.get_one(ScheduleFiring, firing_id).confirm_sweep_id = sweep_id
+            queued.append(firing_id)
+        return queued
 
     def analyse_finished_nights(self, now: dt.datetime) -> list[int]:
         """Compare every night that has finished and is not compared yet (nightwatch)."""

@@ -311,8 +311,12 @@ def fire(
             firing.sweep_id = sweep.id
             session.commit()
         else:
-            # create_study commits `session` (the firing with it) after Optuna's own writes,
+            # Optuna writes first, through its own connection: end this session's reads so
+            # that SQLite lets it. create_study then commits `session` (the firing with it)
             # and deletes the Optuna study again when that commit fails.
+            session.expunge(firing)
+            session.commit()
+            session.add(firing)
             study = studies.create_study(
                 session=session,
                 spec=StudySpec.model_validate(document),

@@ -270,3 +270,72 @@ def test_curves_of_nights_past_keeping_are_thinned_and_their_results_kept(migrat
             assert all(v == ([0, 5] if old else list(range(10))) for v in steps.values()), k
             results = s.scalars(select(RunResult).where(RunResult.sweep_id == sweep_id)).all()
             assert len(results) == len(runs)  # the summaries stay
+
+
+@pytest.mark.slow
+def test_a_scheduled_study_is_confirmed_each_night_and_compared_on_its_confirmation(
+    sqlite_url,
+):
+    """Two nights of a small real study, trained here trial by trial: the scheduler queues
+    each night's confirmation (best setting and baseline on the night's fresh seeds), and
+    compares the second night with the first on the confirmed value and the best setting."""
+    from db.migrate import upgrade
+    from db.models import ScheduleAlert, Study, Sweep
+    from service import studies
+    from service.scheduler import Scheduler
+    from tests.web.test_board_pages import STUDY_SPEC, train_one
+
+    upgrade(sqlite_url)
+    url = sqlite_url
+    spec = STUDY_SPEC | {
+        "n_trials": 3,
+        "pruner": {"name": "none"},
+        "fixed": STUDY_SPEC["fixed"] | {"budget": {"steps": 300, "batch_size": 256}},
+        "confirm_seeds": [5, 6],
+    }
+    sid = schedule_at(url, T0 - dt.timedelta(days=1), kind="study", spec=spec, cron="0 1 * * *")
+    settings = Settings(database_url=url)
+    clock = lambda: T0 + dt.timedelta(days=5)  # noqa: E731
+    scheduler = Scheduler(settings, clock=clock)
+    from db.models import Schedule
+
+    for k in range(2):
+        with session_scope(url) as s:
+            fire(
+                session=s, schedule=s.get_one(Schedule, sid), slot=T0 + dt.timedelta(days=k),
+                trigger="cron", fired_by="test", settings=settings, now=T0 + dt.timedelta(days=k),
+            )  # fmt: skip
+        with session_scope(url) as s:
+            study_id = s.scalars(
+                select(ScheduleFiring.study_id).where(ScheduleFiring.night == k)
+            ).one()
+        for _ in range(20):  # the study, trial by trial, as the dispatcher would run it
+            studies.advance(settings, study_id)
+            with session_scope(url) as s:
+                if s.get_one(Study, study_id).state == "finished":
+                    break
+            train_one(url)
+        assert scheduler.confirm_finished_studies(clock()) != []
+        while train_one(url) is not None:  # the confirmation's runs
+            pass
+        assert scheduler.analyse_finished_nights(clock()) != []
+    with session_scope(url) as s:
+        rows = s.scalars(select(ScheduleFiring).order_by(ScheduleFiring.night)).all()
+        assert all(r.confirm_sweep_id and r.analysed_at for r in rows)
+        seeds = [s.get_one(Sweep, r.confirm_sweep_id).spec["seeds"] for r in rows]
+        assert seeds == [[5, 6], [12, 13]]  # the second night's fresh confirmation seeds
+        raised = {a.metric: a for a in s.scalars(select(ScheduleAlert))}
+        bests = [studies.progress(url=url, study_id=r.study_id)["best"] for r in rows]
+        summaries = [
+            studies.confirmation_summary(session=s, sweep_id=r.confirm_sweep_id, budget=300)
+            for r in rows
+        ]
+    assert ("best_setting" in raised) == (bests[0]["params"] != bests[1]["params"])
+    ratio = (
+        summaries[1]["best"]["mean_steps_to_target"] / summaries[0]["best"]["mean_steps_to_target"]
+    )
+    flagged = ratio >= nightwatch.MIN_RATIO or ratio <= 1 / nightwatch.MIN_RATIO
+    assert ("best_value" in raised) == flagged
+    if flagged:
+        assert raised["best_value"].effect == pytest.approx(ratio)
+        assert raised["best_value"].detail["value"] == "confirmed mean steps to target"

@@ -63,6 +63,14 @@ def upgrade() -> None:
         sa.Column("study_id", sa.Integer(), nullable=True),
         sa.Column("analysed_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("environment", sa.JSON(), nullable=True),
+        sa.Column("confirm_claimed_at", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("confirm_sweep_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["confirm_sweep_id"],
+            ["sweep.id"],
+            name="fk_schedule_firing_confirm_sweep_id_sweep",
+            ondelete="SET NULL",
+        ),
         sa.ForeignKeyConstraint(
             ["schedule_id"],
             ["schedule.id"],
