@@ -239,3 +239,24 @@ def test_the_nightly_example_is_a_schedule_the_api_takes(sqlite_client):
     sweep = sqlite_client.get(f"/api/v1/sweeps/{fired['sweep_id']}").json()
     assert sweep["n_runs"] == 24 and sweep["source"] == "schedule"
     assert sweep["spec"]["seeds"] == [0, 1, 2]  # night 0: the spec's own seeds
+
+
+def test_a_spec_past_the_limits_is_refused_at_creation_and_a_night_past_the_queue_now(
+    sqlite_url,
+):
+    from db.migrate import upgrade
+
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url, max_run_parameters=1000, max_queued_runs=10)
+    with TestClient(create_app(settings, dispatch=False, schedule=False)) as c:
+        r = c.post("/api/v1/schedules", json=HOURLY)  # a 16-wide MLP on digits: > 1000
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["body", "spec", "architectures", 0]
+        assert "parameters" in error["msg"]
+    settings = Settings(database_url=sqlite_url, max_queued_runs=10)
+    with TestClient(create_app(settings, dispatch=False, schedule=False)) as c:
+        made = create(c)  # 8 grid points x 3 seeds = 24 runs a night
+        r = c.post(f"/api/v1/schedules/{made['id']}/run")
+        assert r.status_code == 422 and "queue" in r.text, r.text
+        assert c.get(f"/api/v1/schedules/{made['id']}").json()["firings"] == []

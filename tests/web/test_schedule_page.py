@@ -54,6 +54,11 @@ def test_the_page_shows_every_night_and_configuration_and_flags_the_slowdown(pag
         cells = rows.nth(i).locator("td")
         assert cells.count() == NIGHTS
         assert all(t.strip() != "—" for t in cells.all_text_contents())
+    assert "loss" in rows.first.inner_text() and "plateau" in rows.first.inner_text()
+    # the software of each night, the plugin release marked where it changed
+    changed = page.locator("#night-software small.changed")
+    assert changed.count() == 1 and changed.inner_text() == "plugins 1.1"
+    assert page.locator(f'#night-software td[data-night="{NIGHTS - 1}"] small.changed').count()
     flagged = page.locator("#nights td.alert")
     assert flagged.count() == 1
     assert flagged.get_attribute("data-night") == str(NIGHTS - 1)

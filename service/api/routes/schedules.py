@@ -19,6 +19,7 @@ from db import queries
 from db.models import MAX_ID, Schedule, ScheduleEvent, ScheduleFiring, Study, User, utcnow
 from service.api.auth import MemberIdentity, ensure_may_change, spec_owner
 from service.api.deps import Offset, SessionDep, SettingsDep
+from service.api.identity import request_team
 from service.api.routes.figures import Figures
 from service.ratelimit import limit_submissions
 from service.schedules import (
@@ -224,10 +225,23 @@ def unfinished_night(session: Any, schedule_id: int) -> str | None:
     return None
 
 
-def _check_spec(kind: str, spec: dict[str, Any]) -> None:
+def _check_spec(kind: str, spec: dict[str, Any], settings: Any) -> None:
+    """422 for a spec that is invalid, or that every night would refuse: a run past the
+    service's per-run limits (located under `spec`, as the sweep's own 422 would be)."""
+    from service.limits import LimitExceeded, check_runs, study_runs, sweep_runs
+    from service.schedules import validate_spec
+    from service.spec import SweepSpec
+
     errors = spec_errors(kind, spec)
     if errors:
         raise RequestValidationError(errors)
+    parsed = validate_spec(kind, spec)
+    runs = sweep_runs(parsed) if isinstance(parsed, SweepSpec) else study_runs(parsed)
+    try:
+        check_runs(runs, settings)
+    except LimitExceeded as e:
+        e.loc = ("body", "spec", *e.loc[1:])
+        raise
 
 
 def _check_webhook(url: str | None, settings: Any) -> None:
@@ -249,7 +263,7 @@ def create_schedule(
     """Create a schedule: a sweep or study spec fired on a cron expression. The spec is
     validated now (422 naming the field under `spec`). Its nights draw fresh seeds: the
     spec's seeds offset by the night's number."""
-    _check_spec(body.kind, body.spec)
+    _check_spec(body.kind, body.spec, settings)
     _check_webhook(body.webhook_url, settings)
     owner = spec_owner(identity, body.spec.get("owner"))
     user = owner if isinstance(owner, User) else _legacy(session, owner)
@@ -325,7 +339,7 @@ def update(
     or a resume (`enabled: true`), counts slots from now."""
     ensure_may_change(identity, schedule.owner_user, f"schedule {schedule.id}", "change")
     if body.spec is not None:
-        _check_spec(schedule.kind, body.spec)
+        _check_spec(schedule.kind, body.spec, settings)
     if "webhook_url" in body.model_fields_set:
         _check_webhook(body.webhook_url, settings)
     update_schedule(
@@ -364,6 +378,7 @@ def run_now(
     identity: MemberIdentity,
     session: SessionDep,
     settings: SettingsDep,
+    request: Request,
 ) -> FiringPublic:
     """Fire the schedule now, as a night of its own (its owner or an admin); its cron slots
     are unchanged. 409 while its latest night is still queued or running (nights that
@@ -373,6 +388,12 @@ def run_now(
     busy = unfinished_night(session, schedule.id)
     if busy is not None:
         raise HTTPException(409, f"schedule {schedule.id}: {busy}; wait for it or cancel it")
+    from service.limits import reserve_queue
+    from service.spec import SweepSpec
+
+    if schedule.kind == "sweep":  # the night's runs count against the team's queue
+        grid = SweepSpec.model_validate(schedule.spec).grid_size()
+        reserve_queue(session=session, settings=settings, team=request_team(request), adding=grid)
     now = utcnow()
     try:
         firing = fire(
