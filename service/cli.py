@@ -370,8 +370,12 @@ def serve(
     ),
     port: int = typer.Option(8000, help="TCP port"),
     dispatch: bool = typer.Option(True, help="run the dispatcher in this process"),
+    schedule: bool = typer.Option(
+        None, help="fire schedules in this process (default PLATEAU_SCHEDULE, on)"
+    ),
 ) -> None:
-    """Serve the REST API (and, by default, the dispatcher) from one process."""
+    """Serve the REST API (and, by default, the dispatcher and the scheduler) from one
+    process."""
     import uvicorn
 
     from db import auth as db_auth
@@ -399,7 +403,8 @@ def serve(
         if keys_required
         else f"single-user mode: no keys needed on {settings.host} (loopback only)"
     )
-    uvicorn.run(create_app(settings, dispatch=dispatch), host=settings.host, port=port)
+    app = create_app(settings, dispatch=dispatch, schedule=schedule)
+    uvicorn.run(app, host=settings.host, port=port)
 
 
 @app.command()
