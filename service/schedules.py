@@ -57,7 +57,7 @@ def _check_cron(value: str) -> str:
     value = " ".join(value.split())
     try:
         CronSim(value, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-    except CronSimError as e:
+    except (CronSimError, ValueError, IndexError, KeyError) as e:  # cronsim's, and odd input
         raise ValueError(f"not a cron expression ({e}): {value!r}") from e
     if len(value.split()) != 5:
         raise ValueError(
@@ -69,7 +69,7 @@ def _check_cron(value: str) -> str:
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as e:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as e:  # OSError: a path-like name
         raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from e
     return value
 

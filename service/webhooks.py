@@ -52,7 +52,11 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def webhook_refusal(url: str, settings: Settings, *, resolve: bool = True) -> str | None:
     """Why the server will not post to `url`, or None when it may."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is no number
+    except ValueError as e:
+        return f"not a URL ({e}): {url!r}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"a webhook is an http(s) URL with a host; got {url!r}"
     host = parts.hostname.lower()
@@ -71,8 +75,8 @@ def webhook_refusal(url: str, settings: Settings, *, resolve: bool = True) -> st
         return f"host {host!r} is not on PLATEAU_WEBHOOK_ALLOWED_HOSTS"
     if resolve:
         try:
-            infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except OSError as e:
+            infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as e:
             return f"host {host!r} does not resolve: {e}"
         for info in infos:
             address = ipaddress.ip_address(info[4][0])
