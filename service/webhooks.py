@@ -159,7 +159,11 @@ def deliver_due(settings: Settings, now: dt.datetime, *, client: httpx.Client | 
             firing = session.get_one(ScheduleFiring, delivery.firing_id)
             secret = session.get_one(Schedule, firing.schedule_id).webhook_secret
             body = json.dumps(report(session, firing, settings), sort_keys=True).encode()
-            status, error = _post(delivery.url, body, secret, settings, client)
+            url = delivery.url
+        # No transaction stays open while the receiver takes its time.
+        status, error = _post(url, body, secret, settings, client)
+        with session_scope(settings.database_url) as session:
+            delivery = session.get_one(WebhookDelivery, delivery_id)
             delivery.attempts += 1
             delivery.last_status, delivery.last_error = status, error
             delivery.log = [
