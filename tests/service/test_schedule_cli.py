@@ -83,3 +83,33 @@ def test_serve_fires_a_schedule_by_itself_and_the_cli_manages_it(env, tmp_path):
         assert httpx.get(f"{url}/api/v1/schedules/1").status_code == 404
     finally:
         stop(server)
+
+
+@pytest.mark.slow
+def test_plateau_scheduler_fires_due_slots_as_its_own_process(env, tmp_path):  # noqa: F811
+    """What docker-compose and the Kubernetes Deployment run: `plateau scheduler` on the
+    database, no API in the same process."""
+    from db.migrate import upgrade
+    from tests.service.test_schedules import schedule_at
+
+    upgrade(env["DATABASE_URL"])
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    sid = schedule_at(env["DATABASE_URL"], earlier)  # hourly: the latest slot is due
+    process = start(
+        ["scheduler"], {**env, "PLATEAU_SCHEDULE_POLL_SECONDS": "0.5"}, tmp_path / "sched.log"
+    )
+    try:
+        from db.models import ScheduleFiring
+
+        def fired() -> bool:
+            with session_scope(env["DATABASE_URL"]) as s:
+                return s.query(ScheduleFiring).filter_by(schedule_id=sid).count() == 1
+
+        wait_for(fired, 60, "plateau scheduler")
+        with session_scope(env["DATABASE_URL"]) as s:
+            (firing,) = s.query(ScheduleFiring).all()
+            assert firing.missed == 2 and firing.sweep_id is not None
+            assert firing.fired_by.startswith("scheduler@")
+    finally:
+        stop(process)
+    assert "firing schedules every 0.5s" in (tmp_path / "sched.log").read_text()
