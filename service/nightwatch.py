@@ -13,19 +13,25 @@ The tests, and why (the seeds of one night are few, the configurations many):
   slower"). A night's 3 seeds cannot estimate the seed-to-seed spread, but the K earlier
   nights together can (15 values with K = 5, 3 seeds): a two-sided t-test of tonight's mean
   log value against the earlier nights' mean, with the spread of the earlier nights (n - 1
-  degrees of freedom). A rank test would need no normality, but with 3 seeds against 15 its
-  smallest two-sided p is 1/408, which no correction over dozens of configurations lets
-  through. Runs that did not reach the target count at the budget (a censored value,
-  conservative: it can only shrink a slowdown). The effect is the ratio of geometric means
-  with its 95 % interval.
-- **Plateau fraction** is compared on its own scale, the effect a difference of means.
-- **Multiple comparisons**: Benjamini-Hochberg over every (configuration, metric) test of
-  the night at `FDR` (5 %), and an alert also needs a practical effect (a ratio beyond
-  1.2x, or 0.1 of plateau fraction), so that an A/A series, the same settings on fresh
-  seeds night after night, stays quiet.
-- **New divergences** (a configuration with a diverged seed tonight and none in the K
-  earlier nights) and **a changed verdict majority** are rules, not tests: each is a change
-  of kind that a person wants to hear about, and neither gets a p-value.
+  degrees of freedom), never below 5 % (earlier nights that agree exactly, e.g. all
+  censored, say little about the next). A rank test would need no normality, but with 3
+  seeds against 15 its smallest two-sided p is 1/408, which no correction over dozens of
+  configurations lets through. Runs that did not reach the target count at the budget (a
+  censored value, conservative: it can only shrink a slowdown). The effect is the ratio of
+  geometric means with its 95 % interval.
+- **Plateau fraction** is compared on its own scale, the effect a difference of means; its
+  spread is taken as at least 0.1, since it is zero-inflated (most runs have none, a few a
+  long one).
+- **Divergences and the verdict** are counts: Fisher's exact test of tonight's share (of
+  diverged seeds; of seeds with the verdict that is now the majority) against the earlier
+  nights'. A rare event that a night's 3 seeds happen to hit is then no alert by itself:
+  3 of 3 diverged against 0 of 15 is (p = 1/816), 1 of 3 is not (p = 0.17).
+- **Multiple comparisons**: Benjamini-Hochberg over every test of the night at `FDR` (5 %),
+  and an alert also needs a practical effect (a ratio beyond 1.2x, 0.1 of plateau fraction,
+  a third of the seeds diverging more, a changed majority verdict), so that an A/A series,
+  the same settings on fresh seeds night after night, stays quiet (tests/service/
+  test_nightwatch.py measures it: at most 2x the FDR of nights with any alert, also for
+  configurations that often plateau or sometimes diverge).
 - Improvements are reported like regressions, with their direction.
 
 The study of a scheduled study is compared on its confirmed best value and on whether its
@@ -57,6 +63,9 @@ from db.models import (
 FDR = 0.05
 MIN_RATIO = 1.2  # steps to target, final loss: an alert needs at least this ratio (or 1/it)
 MIN_PLATEAU_DIFFERENCE = 0.1
+MIN_SHARE_CHANGE = 1 / 3  # divergences: tonight's share of diverged seeds moved this much
+LEAST_LOG_SPREAD = 0.05  # the seed spread assumed at least (log scale: 5 %)
+LEAST_PLATEAU_SPREAD = 0.1  # plateau fraction: zero-inflated, so a wide floor
 # What a night's environment keeps of its runs' (the software, not the host or timing).
 ENVIRONMENT_KEYS = ("torch", "python", "device", "dtype", "plateau_bench", "plugins")
 
@@ -82,19 +91,28 @@ class Night:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def _described(part: Any) -> str:
+    """An axis value as people write it: its name and its other scalar settings."""
+    if not isinstance(part, dict):
+        return str(part)
+    extra = [
+        f"{k}={v}" for k, v in part.items() if k != "name" and isinstance(v, int | float | str)
+    ]
+    return " ".join([str(part.get("name", "?")), *extra])
+
+
 def _label(config: dict[str, Any]) -> str:
-    """A grid point as people read it: the axes a sweep varies."""
-    parts = [config.get("architecture", {}).get("name", "?")]
-    optimizer = config.get("optimizer", {})
-    parts.append(f"{optimizer.get('name')} lr={optimizer.get('lr')}")
-    init = config.get("init", {})
-    parts.append(f"init {init.get('name', 'default')}")
+    """A grid point as people read it: architecture, optimizer, init, normalization and
+    clipping with their settings (two points that differ only elsewhere get their config
+    key appended by `history`)."""
+    parts = [_described(config.get("architecture", {})), _described(config.get("optimizer", {}))]
+    parts.append("init " + _described(config.get("init", {"name": "default"})))
     if config.get("normalization", "none") != "none":
         parts.append(config["normalization"])
     clip = config.get("grad_clip")
     if clip:
         parts.append(f"clip {clip.get('mode')} {clip.get('threshold')}")
-    return " · ".join(str(p) for p in parts)
+    return " · ".join(parts)
 
 
 def load_night(session: Session, firing: ScheduleFiring) -> Night:
@@ -111,11 +129,14 @@ def load_night(session: Session, firing: ScheduleFiring) -> Night:
         .order_by(Run.grid_index)
     ).all()
     for result, config in rows:
-        budget = result.budget_steps or config.get("budget", {}).get("steps", 0)
-        steps = result.steps_to_target if result.reached_target else budget
+        budget = result.budget_steps
+        if budget is None:
+            budget = config.get("budget", {}).get("steps", 1)
+        reached = result.reached_target and result.steps_to_target is not None
+        steps = result.steps_to_target if reached else budget
         night.configs.setdefault(result.config_key, []).append(
             Seed(
-                steps=float(steps or budget or 1),
+                steps=float(max(steps, 1)),  # step 0 (a target met at once) as 1: logs
                 reached=bool(result.reached_target),
                 final_loss=result.final_loss,
                 plateau_fraction=result.plateau_fraction,
@@ -143,20 +164,31 @@ def night_environment(session: Session, sweep_id: int) -> dict[str, Any]:
 # --- statistics ------------------------------------------------------------------------------
 
 
-def t_compare(tonight: list[float], before: list[float]) -> tuple[float, float, float, float]:
+def t_compare(
+    tonight: list[float], before: list[float], *, least_spread: float
+) -> tuple[float, float, float, float]:
     """(difference of means, its 95 % interval low and high, two-sided p): tonight's mean
-    against the earlier nights', with the earlier nights' spread (see the module docstring)."""
+    against the earlier nights', with the earlier nights' spread, never taken below
+    `least_spread` (earlier nights that happen to agree exactly, e.g. all censored at the
+    budget or all without a plateau, say little about the spread of the next one)."""
     from scipy import stats  # type: ignore[import-untyped]
 
     difference = statistics.fmean(tonight) - statistics.fmean(before)
     spread = statistics.stdev(before) if len(before) > 1 else 0.0
-    spread = max(spread, 1e-12 * max(1.0, abs(statistics.fmean(before))))
+    spread = max(spread, least_spread)
     se = spread * math.sqrt(1 / len(tonight) + 1 / len(before))
     df = len(before) - 1
     t = difference / se
     p = float(2 * stats.t.sf(abs(t), df))
     half = float(stats.t.ppf(0.975, df)) * se
     return difference, difference - half, difference + half, p
+
+
+def fisher(a: int, n: int, b: int, m: int) -> float:
+    """Two-sided p of Fisher's exact test: a of n tonight against b of m before."""
+    from scipy import stats
+
+    return float(stats.fisher_exact([[a, n - a], [b, m - b]])[1])
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
@@ -211,7 +243,7 @@ def compare(tonight: Night, earlier: list[Night]) -> list[Candidate]:
         ):
             if len(now) < 1 or len(then) < 2:
                 continue
-            d, low, high, p = t_compare(now, then)
+            d, low, high, p = t_compare(now, then, least_spread=LEAST_LOG_SPREAD)
             ratio = math.exp(d)
             tests.append(
                 Candidate(
@@ -228,7 +260,7 @@ def compare(tonight: Night, earlier: list[Night]) -> list[Candidate]:
         now_pf = [s.plateau_fraction for s in seeds if s.plateau_fraction is not None]
         then_pf = [s.plateau_fraction for s in history if s.plateau_fraction is not None]
         if now_pf and len(then_pf) >= 2:
-            d, low, high, p = t_compare(now_pf, then_pf)
+            d, low, high, p = t_compare(now_pf, then_pf, least_spread=LEAST_PLATEAU_SPREAD)
             tests.append(
                 Candidate(
                     key, label, "plateau_fraction", d, (low, high), p,
@@ -238,26 +270,37 @@ def compare(tonight: Night, earlier: list[Night]) -> list[Candidate]:
                                    "effect": "difference of means, tonight - before"},
                 )
             )  # fmt: skip
+        # Counts: Fisher's exact test of tonight's share against the earlier nights', in the
+        # same correction as the others (a rare event a night's 3 seeds happen to hit must
+        # not ring on its own).
         diverged_now = sum(s.diverged for s in seeds)
-        if diverged_now and not any(s.diverged for s in history) and len(earlier) >= 2:
+        diverged_then = sum(s.diverged for s in history)
+        rate_change = diverged_now / len(seeds) - diverged_then / len(history)
+        if diverged_now or diverged_then:
             tests.append(
                 Candidate(
-                    key, label, "divergences", float(diverged_now), (None, None), None,
-                    practical=True, worse=True,
+                    key, label, "divergences", rate_change, (None, None),
+                    fisher(diverged_now, len(seeds), diverged_then, len(history)),
+                    practical=abs(rate_change) >= MIN_SHARE_CHANGE,
+                    worse=rate_change > 0,
                     detail=base | {"tonight": f"{diverged_now} of {len(seeds)} seeds diverged",
-                                   "before": f"none of {len(history)} runs diverged",
-                                   "rule": "divergences where the earlier nights had none"},
+                                   "before": f"{diverged_then} of {len(history)} runs diverged",
+                                   "effect": "share of diverged runs, tonight - before"},
                 )
             )  # fmt: skip
         majority_now = _majority([s.verdict for s in seeds])
         majority_then = _majority([s.verdict for s in history])
         if majority_now and majority_then and majority_now != majority_then:
+            now_n = sum(s.verdict == majority_now for s in seeds)
+            then_n = sum(s.verdict == majority_now for s in history)
             tests.append(
                 Candidate(
-                    key, label, "verdict", None, (None, None), None,
+                    key, label, "verdict", now_n / len(seeds) - then_n / len(history),
+                    (None, None), fisher(now_n, len(seeds), then_n, len(history)),
                     practical=True, worse=majority_now in ("diverged", "plateau", "saddle"),
                     detail=base | {"tonight": majority_now, "before": majority_then,
-                                   "rule": "the verdict most seeds get changed"},
+                                   "effect": f"share of runs with verdict {majority_now}, "
+                                             "tonight - before"},
                 )
             )  # fmt: skip
     tested = [c for c in tests if c.p is not None]
@@ -509,6 +552,10 @@ def history(session: Session, schedule_id: int, *, nights: int = HISTORY_NIGHTS)
         for key, seeds in loaded.configs.items():
             cells.setdefault(key, {})[firing.night] = _cell(seeds)
             labels.setdefault(key, loaded.labels[key])
+    shared = Counter(labels.values())
+    for key, label in labels.items():  # points that differ only in what labels leave out
+        if shared[label] > 1:
+            labels[key] = f"{label} ({key[:8]})"
     configs = [
         {"config_key": k, "label": labels[k]} for k in sorted(labels, key=lambda k: labels[k])
     ]

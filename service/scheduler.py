@@ -63,6 +63,17 @@ class Scheduler:
                 schedule = session.get(Schedule, schedule_id)
                 if schedule is None or not schedule.enabled:  # deleted or paused meanwhile
                     continue
+                owner = schedule.owner_user
+                demoted = owner.origin == "team" and owner.role == "viewer"  # legacy: single-user
+                if owner.disabled_at is not None or demoted:
+                    # Its owner may no longer submit: the schedule stops with their rights.
+                    log.warning(
+                        "schedule %d: not fired, its owner %s is %s",
+                        schedule_id,
+                        owner.name,
+                        "disabled" if owner.disabled_at else "a viewer",
+                    )
+                    continue
                 slot, missed = due_slots(
                     session, schedule, now, self.settings.schedule_grace_seconds
                 )

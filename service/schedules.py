@@ -186,9 +186,12 @@ def validate_spec(kind: str, spec: dict[str, Any]) -> SweepSpec | StudySpec:
 def spec_errors(kind: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
     """validate_spec's errors as FastAPI reports a body's, located under ("body", "spec")."""
     try:
-        validate_spec(kind, spec)
+        parsed = validate_spec(kind, spec)
     except ValidationError as e:
         return [{**err, "loc": ("body", "spec", *err["loc"])} for err in e.errors()]
+    problem = seeds_problem(kind, parsed)
+    if problem is not None:
+        return [{"type": "value_error", "loc": ("body", "spec", "seeds"), "msg": problem}]
     return []
 
 
@@ -246,21 +249,48 @@ class SlotTaken(Exception):
     """Another scheduler (or an earlier call) fired this slot, or took this night."""
 
 
+SEED_LIMIT = 2**31  # seeds are in [0, 2^31)
+NIGHTS_AHEAD = 3650  # a schedule's seeds must stay valid for this many nights (ten years)
+
+
+def _offset(seeds: list[int], night: int) -> list[int]:
+    stride = max(seeds) + 1
+    return [s + night * stride for s in seeds]
+
+
 def night_spec(schedule: Schedule, night: int) -> dict[str, Any]:
-    """The spec a night runs: fresh seeds (the spec's, offset by night x stride); a study's
-    confirmation seeds and its own sampler seed likewise."""
-    spec = dict(schedule.spec)
+    """The spec a night runs, with fresh seeds: a sweep's seeds offset by night x stride
+    (one past the largest seed); a study's trial seed, sampler seed and confirmation seeds
+    likewise (read from the validated spec, so defaults move too)."""
     if schedule.kind == "sweep":
-        seeds = list(spec.get("seeds") or [0])
-        stride = max(seeds) + 1
-        spec["seeds"] = [s + night * stride for s in seeds]
+        spec = SweepSpec.model_validate(schedule.spec).model_dump(mode="json")
+        spec["seeds"] = _offset(spec["seeds"], night)
     else:
-        seeds = list(spec.get("confirm_seeds") or [])
-        if seeds:
-            stride = max(seeds) + 1
-            spec["confirm_seeds"] = [s + night * stride for s in seeds]
-    spec["name"] = f"{schedule.name} · night {night}"
+        spec = StudySpec.model_validate(schedule.spec).model_dump(mode="json")
+        spec["confirm_seeds"] = _offset(spec["confirm_seeds"], night)
+        spec["fixed"]["seed"] = _offset([spec["fixed"]["seed"]], night)[0]
+        spec["sampler"]["seed"] = _offset([spec["sampler"]["seed"]], night)[0]
+    spec["name"] = f"{schedule.name} · night {night}"[:200]
     return spec
+
+
+def seeds_problem(kind: str, spec: SweepSpec | StudySpec) -> str | None:
+    """Why the nights of this spec would run out of seeds within NIGHTS_AHEAD, or None."""
+    if isinstance(spec, SweepSpec):
+        groups = {"seeds": spec.seeds}
+    else:
+        groups = {
+            "confirm_seeds": spec.confirm_seeds,
+            "fixed.seed": [spec.fixed.seed],
+            "sampler.seed": [spec.sampler.seed],
+        }
+    for name, seeds in groups.items():
+        if seeds and _offset(seeds, NIGHTS_AHEAD)[-1] >= SEED_LIMIT:
+            return (
+                f"{name}: night N runs these seeds offset by N x (largest + 1), which passes "
+                f"2^31 before night {NIGHTS_AHEAD}; use smaller seeds"
+            )
+    return None
 
 
 def fire(
@@ -317,17 +347,19 @@ def fire(
             session.expunge(firing)
             session.commit()
             session.add(firing)
-            study = studies.create_study(
+            studies.create_study(
                 session=session,
                 spec=StudySpec.model_validate(document),
                 settings=settings,
                 owner=owner,
+                before_commit=lambda row: setattr(firing, "study_id", row.id),
             )
-            firing.study_id = study.id
-            session.commit()
     except IntegrityError as e:
         session.rollback()
         raise SlotTaken(f"schedule {schedule.id}: slot {slot.isoformat()} is taken") from e
+    except BaseException:
+        session.rollback()  # nothing of a failed firing stays: its slot fires again
+        raise
     log.info(
         "schedule %d (%s) fired slot %s as night %d%s",
         schedule.id,
@@ -396,10 +428,7 @@ def update_schedule(
     for field in ("cron", "timezone"):
         value = changes.pop(field, None)
         if value is not None and value != getattr(schedule, field):
-            events.append(
-                ("edited", {"field": field, "old": getattr(schedule, field), "new": value})
-            )
-            setattr(schedule, field, value)
+            edited(field, value)
             schedule.slots_from = now
     enabled = changes.pop("enabled", None)
     if enabled is not None and enabled != schedule.enabled:
@@ -408,11 +437,9 @@ def update_schedule(
         if enabled:
             schedule.slots_from = now  # a resume does not fire the paused slots
     for field, value in changes.items():
-        if value is not None and value != getattr(schedule, field):
-            events.append(
-                ("edited", {"field": field, "old": getattr(schedule, field), "new": value})
-            )
-            setattr(schedule, field, value)
+        # null clears the webhook; the other fields cannot be null
+        if value != getattr(schedule, field) and (value is not None or field == "webhook_url"):
+            edited(field, value)
     schedule.updated_at = now
     for kind, detail in events:
         session.add(

@@ -21,6 +21,7 @@ import logging
 import math
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -123,7 +124,12 @@ def load(spec: StudySpec, row: Study, url: str, n_asked: int = 0) -> optuna.Stud
 
 
 def create_study(
-    *, session: Session, spec: StudySpec, settings: Settings, owner: User | str | None = None
+    *,
+    session: Session,
+    spec: StudySpec,
+    settings: Settings,
+    owner: User | str | None = None,
+    before_commit: Callable[[Study], None] | None = None,
 ) -> Study:
     """The Optuna study, then the study row and its sweep (which collects the trial runs),
     committed before it returns. `owner` as for service.sweeps.submit_sweep: the key's user,
@@ -161,6 +167,9 @@ def create_study(
             spec=document,
         )
         session.add(row)
+        if before_commit is not None:  # e.g. a schedule's firing links the study
+            session.flush()
+            before_commit(row)
         session.commit()
     except Exception:
         session.rollback()

@@ -33,8 +33,13 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 10.0
 MAX_ATTEMPTS = 6
-# Waits between tries: 30 s, 1, 2, 4, 8 min (then it is given up, and the page says so).
+# Waits between tries: 30 s, 1, 2, 4, 8 min (then it is given up; GET .../alerts lists its
+# tries).
 FIRST_BACKOFF_SECONDS = 30.0
+# A delivery being posted is held this long (well past a post's worst case: name
+# resolution, then the timeout for each of connect, write and read); a replica that died
+# meanwhile leaves it to be tried again after.
+CLAIM_SECONDS = 300.0
 
 SIGNATURE_HEADER = "X-Plateau-Signature"
 
@@ -150,7 +155,7 @@ def deliver_due(settings: Settings, now: dt.datetime, *, client: httpx.Client | 
             claimed = session.execute(
                 update(WebhookDelivery)
                 .where(WebhookDelivery.id == delivery_id, WebhookDelivery.next_attempt_at == due_at)
-                .values(next_attempt_at=now + dt.timedelta(seconds=2 * TIMEOUT_SECONDS))
+                .values(next_attempt_at=now + dt.timedelta(seconds=CLAIM_SECONDS))
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 continue
@@ -204,3 +209,12 @@ def _post(
         return None, f"{type(e).__name__}: {e}"[:500]
     error = None if response.is_success else response.text[:500]
     return response.status_code, error
+
+
+def shown_url(url: str | None) -> str | None:
+    """A webhook URL as people other than its schedule's owner and admins see it: scheme
+    and host only (the path of a chat webhook is its secret)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.path not in ("", "/") else url

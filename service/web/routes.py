@@ -272,9 +272,13 @@ def schedule_view(
     its alerts, its history of edits, and the trend plot."""
     from db.models import ScheduleAlert, ScheduleEvent
     from service.nightwatch import history
+    from service.webhooks import shown_url
 
     context = {
         "schedule": schedule,
+        "webhook": schedule.webhook_url
+        if identity.may_change(schedule.owner_id)
+        else shown_url(schedule.webhook_url),
         "history": history(session, schedule.id),
         "events": session.scalars(
             select(ScheduleEvent)

@@ -698,6 +698,12 @@ def test_compose_and_kubernetes_run_the_scheduler_and_not_a_cronjob() -> None:
     assert "RAY_AUTH_TOKEN" not in env, "the scheduler is no Ray driver"
     (api,) = pod_spec(one("Deployment", "plateau-api"))["containers"]
     assert env_with_configmaps(api)["PLATEAU_SCHEDULE"] == "false"
+    # the API checks webhooks when a schedule is saved, the scheduler before each post:
+    # both read the same allowlist, and the reports' links the same public URL
+    for variable in ("PLATEAU_WEBHOOK_ALLOWED_HOSTS", "PLATEAU_PUBLIC_URL"):
+        assert variable in env and variable in env_with_configmaps(api), variable
+        assert variable in env_of(scheduler), variable
+    assert "PLATEAU_WEBHOOK_ALLOWED_HOSTS" in env_of(services()["api"])
 
 
 def test_network_policies_leave_only_the_api_reachable_from_outside() -> None:

@@ -260,3 +260,58 @@ def test_a_spec_past_the_limits_is_refused_at_creation_and_a_night_past_the_queu
         r = c.post(f"/api/v1/schedules/{made['id']}/run")
         assert r.status_code == 422 and "queue" in r.text, r.text
         assert c.get(f"/api/v1/schedules/{made['id']}").json()["firings"] == []
+
+
+def test_a_schedule_stops_with_its_owners_rights_and_others_see_only_its_webhooks_host(
+    team,  # noqa: F811
+):
+    from db import auth
+    from db.models import User
+
+    c, keys, url = team["client"], team["keys"], team["url"]
+    settings_hook = "http://127.0.0.1:9/secret-token-path"
+    mine = c.post(
+        "/api/v1/schedules", json=HOURLY, headers=bearer(keys["mia"])
+    ).json()  # no webhook: the team fixture's server lists no hosts
+    with session_scope(url) as s:
+        s.get_one(Schedule, mine["id"]).webhook_url = settings_hook
+    assert (
+        c.get(f"/api/v1/schedules/{mine['id']}", headers=bearer(keys["mia"])).json()["webhook_url"]
+        == settings_hook
+    )
+    for who in ("max", "vic"):
+        shown = c.get(f"/api/v1/schedules/{mine['id']}", headers=bearer(keys[who])).json()
+        assert shown["webhook_url"] == "http://127.0.0.1:9/…", who
+    assert (
+        c.get(f"/api/v1/schedules/{mine['id']}", headers=bearer(keys["ada"])).json()["webhook_url"]
+        == settings_hook
+    )
+    # mia is disabled: her schedule fires no more
+    with session_scope(url) as s:
+        schedule = s.get_one(Schedule, mine["id"])
+        schedule.slots_from = T0
+        user = s.scalars(select(User).where(User.name == "mia")).one()
+        auth.set_disabled(session=s, user=user, disabled=True)
+    clock = Clock(T0.replace(hour=11, minute=0, second=5))
+    assert Scheduler(Settings(database_url=url), clock=clock).tick() == []
+    with session_scope(url) as s:
+        user = s.scalars(select(User).where(User.name == "mia")).one()
+        auth.set_disabled(session=s, user=user, disabled=False)
+    assert len(Scheduler(Settings(database_url=url), clock=clock).tick()) == 1
+
+
+def test_a_webhook_can_be_removed(sqlite_url):
+    from db.migrate import upgrade
+
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url, webhook_allowed_hosts="127.0.0.1")
+    with TestClient(create_app(settings, dispatch=False, schedule=False)) as c:
+        made = create(c, webhook_url="http://127.0.0.1:9/x")
+        r = c.patch(f"/api/v1/schedules/{made['id']}", json={"webhook_url": None})
+        assert r.status_code == 200 and r.json()["webhook_url"] is None
+        events = c.get(f"/api/v1/schedules/{made['id']}").json()["events"]
+        assert events[-1]["detail"] == {
+            "field": "webhook_url",
+            "old": "http://127.0.0.1:9/x",
+            "new": None,
+        }

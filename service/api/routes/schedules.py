@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from db import queries
 from db.models import MAX_ID, Schedule, ScheduleEvent, ScheduleFiring, Study, User, utcnow
-from service.api.auth import MemberIdentity, ensure_may_change, spec_owner
+from service.api.auth import CurrentIdentity, MemberIdentity, ensure_may_change, spec_owner
 from service.api.deps import Offset, SessionDep, SettingsDep
 from service.api.identity import request_team
 from service.api.routes.figures import Figures
@@ -180,8 +180,13 @@ def get_schedule(schedule_id: ScheduleId, session: SessionDep) -> Schedule:
 ScheduleDep = Annotated[Schedule, Depends(get_schedule)]
 
 
-def _public(session: Any, schedule: Schedule, request: Request) -> dict[str, Any]:
+def _public(
+    session: Any, schedule: Schedule, request: Request, identity: Any = None
+) -> dict[str, Any]:
+    """The schedule as the API shows it to `identity`: its webhook URL whole to its owner
+    and admins, its host only to others (the path of a chat webhook is its secret)."""
     from service.schedules import slots_after
+    from service.webhooks import shown_url
 
     nights = session.scalar(select(func.count()).where(ScheduleFiring.schedule_id == schedule.id))
     return {
@@ -193,7 +198,9 @@ def _public(session: Any, schedule: Schedule, request: Request) -> dict[str, Any
         "timezone": schedule.timezone,
         "enabled": schedule.enabled,
         "catch_up": schedule.catch_up,
-        "webhook_url": schedule.webhook_url,
+        "webhook_url": schedule.webhook_url
+        if identity is None or identity.may_change(schedule.owner_id)
+        else shown_url(schedule.webhook_url),
         "compare_nights": schedule.compare_nights,
         "keep_curves_nights": schedule.keep_curves_nights,
         "spec_version": schedule.spec_version,
@@ -292,6 +299,7 @@ def _legacy(session: Any, name: str) -> User:
 def read_schedules(
     session: SessionDep,
     request: Request,
+    identity: CurrentIdentity,
     offset: Offset = 0,
     limit: int = Query(50, ge=1, le=500, description="schedules per page"),
 ) -> SchedulesPublic:
@@ -299,12 +307,15 @@ def read_schedules(
     rows = session.scalars(select(Schedule).order_by(Schedule.id).offset(offset).limit(limit))
     count = session.scalar(select(func.count()).select_from(Schedule)) or 0
     return SchedulesPublic(
-        data=[SchedulePublic(**_public(session, s, request)) for s in rows], count=count
+        data=[SchedulePublic(**_public(session, s, request, identity)) for s in rows],
+        count=count,
     )
 
 
 @router.get("/{schedule_id}", responses=NOT_FOUND | INVALID)
-def read_schedule(schedule: ScheduleDep, session: SessionDep, request: Request) -> ScheduleDetail:
+def read_schedule(
+    schedule: ScheduleDep, session: SessionDep, request: Request, identity: CurrentIdentity
+) -> ScheduleDetail:
     """The schedule, its spec, its firings (newest first) and its events."""
     firings = session.scalars(
         select(ScheduleFiring)
@@ -318,7 +329,7 @@ def read_schedule(schedule: ScheduleDep, session: SessionDep, request: Request) 
         .order_by(ScheduleEvent.id)
     ).all()
     return ScheduleDetail(
-        **_public(session, schedule, request),
+        **_public(session, schedule, request, identity),
         spec=schedule.spec,
         firings=[FiringPublic.model_validate(f, from_attributes=True) for f in firings],
         events=[EventPublic.model_validate(e, from_attributes=True) for e in events],
