@@ -376,6 +376,12 @@ def analyse(session: Session, firing_id: int, *, url: str, now: dt.datetime | No
     schedule = session.get_one(Schedule, firing.schedule_id)
     if firing.sweep_id is not None:
         firing.environment = night_environment(session, firing.sweep_id)
+    elif firing.study_id is not None:  # a study night: the software its trials ran on
+        from db.models import Study
+
+        study = session.get(Study, firing.study_id)
+        if study is not None:
+            firing.environment = night_environment(session, study.sweep_id)
     earlier_firings = session.scalars(
         select(ScheduleFiring)
         .where(
@@ -390,6 +396,9 @@ def analyse(session: Session, firing_id: int, *, url: str, now: dt.datetime | No
     tonight = load_night(session, firing)
     if schedule.kind == "study":
         raised = study_alerts(session, firing, earlier_firings, url=url)
+        changes = software_changes(tonight, earlier)
+        for alert in raised:
+            alert.detail = alert.detail | {"software_changes": changes}
     else:
         changes = software_changes(tonight, earlier)
         raised = [

@@ -326,6 +326,9 @@ def test_a_scheduled_study_is_confirmed_each_night_and_compared_on_its_confirmat
         assert all(r.confirm_sweep_id and r.analysed_at for r in rows)
         seeds = [s.get_one(Sweep, r.confirm_sweep_id).spec["seeds"] for r in rows]
         assert seeds == [[5, 6], [12, 13]]  # the second night's fresh confirmation seeds
+        assert all(r.environment and r.environment["torch"] for r in rows)  # its trials'
+        trial_seeds = [s.get_one(Study, r.study_id).spec["fixed"]["seed"] for r in rows]
+        assert trial_seeds[1] != trial_seeds[0]  # fresh trial seeds too
         raised = {a.metric: a for a in s.scalars(select(ScheduleAlert))}
         bests = [studies.progress(url=url, study_id=r.study_id)["best"] for r in rows]
         summaries = [
