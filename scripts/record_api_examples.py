@@ -230,6 +230,8 @@ def changes(admin: Recorder, ada: Recorder, sweep_id: int, study: dict[str, Any]
     ada.post("/studies/{study_id}/cancel", study_id=again["id"])
     full = ada.post("/sweeps", 201, EVERY_FIELD_SWEEP)
     ada.post("/sweeps/{sweep_id}/cancel", sweep_id=full["id"])
+    saddle = ada.post("/sweeps", 201, example("saddle_escape.yaml"))  # the saddle init
+    ada.post("/sweeps/{sweep_id}/cancel", sweep_id=saddle["id"])
     full = ada.post("/studies", 201, EVERY_FIELD_STUDY)
     ada.post("/studies/{study_id}/cancel", study_id=full["id"])
     admin.patch("/users/{name}", 200, {"disabled": False}, name="ada")

@@ -16,7 +16,7 @@ import json
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.plugins import architecture_plugins, task_plugins
 
@@ -394,6 +394,30 @@ class UniformInit(_Init):
     bound: PositiveFloat = Field(0.05, description="U(-bound, bound)")
 
 
+class SaddleInit(_Init):
+    """A two-layer deep linear net (`deep_linear`, depth 1) placed exactly on a strict
+    saddle of the deep_linear task: the singular modes of A listed in `modes` already
+    learned (balanced: sqrt(s) into and out of one hidden unit each), the others not. Leave
+    out a mode stronger than one listed and the point is a saddle, not a minimum: the
+    full-batch gradient is zero (the inputs are whitened exactly), each sample's is not,
+    and the Hessian's most negative eigenvalue is minus the strongest missing mode's
+    singular value (tests/workers/test_saddle_init.py checks both against a dense Hessian)."""
+
+    name: Literal["saddle"] = "saddle"
+    modes: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0, 2],
+        min_length=1,
+        description="indices of the singular modes of A the net starts with (0: strongest)",
+    )
+
+    @field_validator("modes")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"modes repeat a mode: {v}")
+        return v
+
+
 # Version of each init's definition. It is part of `config_key`, so runs made under an older
 # definition never pool with runs of the current one. Version 1: every init up to 2026-11
 # (xavier_* then multiplied by the activation's gain, which on ReLU nets is He's variance).
@@ -410,7 +434,8 @@ InitConfig = Annotated[
     | LecunNormalInit
     | OrthogonalInit
     | NormalInit
-    | UniformInit,
+    | UniformInit
+    | SaddleInit,
     Field(discriminator="name"),
 ]
 
@@ -680,6 +705,10 @@ class RunConfig(Strict):
         ) or batch_problem(self.task, self.architecture.name, self.normalization, self.budget)
         if problem:
             raise ValueError(problem)
+        if self.init.name == "saddle":
+            problem = saddle_problem(self)
+            if problem:
+                raise ValueError(problem)
         if self.loss == "cross_entropy" and TASK_LOSS.get(self.task.name) == "mse":
             raise ValueError(
                 f"loss 'cross_entropy' needs class labels; task '{self.task.name}' is a "
@@ -694,6 +723,28 @@ class RunConfig(Strict):
     def config_key(self) -> str:
         """Hash of what changes the training, seed excluded: see `key_document`."""
         return config_key(self.model_dump(mode="json"))
+
+
+def saddle_problem(config: RunConfig) -> str | None:
+    """Why the saddle init cannot place this run's net, or None."""
+    init, task, arch = config.init, config.task, config.architecture
+    assert isinstance(init, SaddleInit)
+    if task.name != "deep_linear" or arch.name != "deep_linear" or arch.depth != 1:
+        return (
+            "init 'saddle' places a two-layer deep linear net on the deep_linear task: "
+            "needs task deep_linear and architecture deep_linear with depth 1"
+        )
+    assert isinstance(task, DeepLinearTask) and isinstance(arch, DeepLinearArch)
+    if max(init.modes) >= len(task.singular_values):
+        return (
+            f"init 'saddle': mode {max(init.modes)} does not exist; the task has "
+            f"{len(task.singular_values)} singular values (modes 0-{len(task.singular_values) - 1})"
+        )
+    if len(init.modes) > arch.width:
+        return f"init 'saddle': {len(init.modes)} modes need width >= {len(init.modes)}"
+    if init.scale != 1.0:
+        return "init 'saddle': scale must be 1 (any other scale moves the net off the saddle)"
+    return None
 
 
 def compatibility_problem(task: str, architecture: str, normalization: str) -> str | None:

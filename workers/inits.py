@@ -105,6 +105,10 @@ def _uniform(w: Tensor, cfg: Any, act: str) -> None:
     nn.init.uniform_(w, -cfg.bound, cfg.bound)
 
 
+# Inits that place a whole net from the task's data rather than drawing each layer's weights:
+# workers.train applies them (place_at_saddle), and apply_init refuses them.
+DATA_INITS = ("saddle",)
+
 INITS: dict[str, Callable[[Tensor, Any, str], None] | None] = {
     "default": None,  # keep PyTorch's own layer init, then apply scale
     "xavier_uniform": _xavier_uniform,

@@ -35,6 +35,9 @@ class TaskData:
     input_shape: tuple[int, ...]  # one example's shape (token count for sequences)
     n_outputs: int
     vocab_size: int | None = None  # sequences only
+    # deep_linear only: the target map A's singular vectors and values (U, s, V; A = U
+    # diag(s) V^T), which the saddle init places a net on.
+    modes: tuple[Tensor, Tensor, Tensor] | None = None
 
     def to(self, device: torch.device, dtype: torch.dtype) -> TaskData:
         def move(t: Tensor) -> Tensor:
@@ -50,6 +53,7 @@ class TaskData:
             self.input_shape,
             self.n_outputs,
             self.vocab_size,
+            None if self.modes is None else tuple(move(t) for t in self.modes),  # type: ignore[arg-type]
         )
 
 
@@ -127,9 +131,11 @@ def make_deep_linear(cfg: Any) -> TaskData:
         return x, x @ a.T
 
     (xtr, ytr), (xte, yte) = sample(cfg.n_train), sample(cfg.n_test)
+    modes = (u[:, :r], torch.tensor(s, dtype=torch.float64), v[:, :r])
     return TaskData(
-        xtr, ytr, xte, yte, loss="mse", input_kind="vector", input_shape=(d_in,), n_outputs=d_out
-    )
+        xtr, ytr, xte, yte, loss="mse", input_kind="vector", input_shape=(d_in,),
+        n_outputs=d_out, modes=modes,
+    )  # fmt: skip
 
 
 def make_parity(cfg: Any) -> TaskData:

@@ -130,8 +130,29 @@ def init_model(config: RunConfig, data: TaskData, device: torch.device) -> nn.Mo
 
 def _initialized(config: RunConfig, data: TaskData, device: torch.device) -> nn.Module:
     model = create_model(config.architecture, config.normalization, data)
+    if config.init.name == "saddle":  # placed in the run's dtype: exact to its rounding
+        model = model.to(device, getattr(torch, config.dtype))
+        place_at_saddle(model, data, config.init.modes)  # type: ignore[union-attr]
+        return model
     apply_init(model, config.init, activation_of(config.architecture))
     return model.to(device, getattr(torch, config.dtype))
+
+
+@torch.no_grad()
+def place_at_saddle(model: nn.Module, data: TaskData, modes: list[int]) -> None:
+    """Set a two-layer deep linear net to the critical point that has learned exactly the
+    singular modes `modes` of the task's map (workers.config.SaddleInit): hidden unit j
+    carries mode modes[j], sqrt(s) in and out; the other units are zero."""
+    assert data.modes is not None, "the saddle init needs the deep_linear task"
+    u, s, v = (t.double() for t in data.modes)
+    first, second = (m for m in model.modules() if isinstance(m, nn.Linear))
+    w1 = torch.zeros_like(first.weight, dtype=torch.float64)
+    w2 = torch.zeros_like(second.weight, dtype=torch.float64)
+    for j, i in enumerate(modes):
+        w1[j] = s[i].sqrt() * v[:, i]
+        w2[:, j] = s[i].sqrt() * u[:, i]
+    first.weight.copy_(w1.to(first.weight.device))
+    second.weight.copy_(w2.to(second.weight.device))
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -73,6 +73,9 @@ def test_a_postgres_outage_is_503_everywhere_and_the_sweep_still_finishes(
         "PLATEAU_RAY_NUM_CPUS": "2",
         "PLATEAU_LEASE_SECONDS": "60",
         "PLATEAU_POLL_SECONDS": "0.2",
+        # A run per Ray task, two at a time, so that the outage falls mid-training (packed,
+        # the four runs train at once and may finish before it; test_failover covers packs)
+        "PLATEAU_PACK_SIZE": "1",
         "PLATEAU_BACKOFF_MAX_SECONDS": "2",
         "PLATEAU_RETRY_AFTER_SECONDS": "3",
         # Ray's session logs of this instance, here (short: unix socket paths live there)

@@ -148,7 +148,9 @@ def test_the_config_schemas_name_exactly_the_registered_entries():
 
     assert set(names_of(TaskConfig)) == set(TASKS)
     assert set(names_of(ArchConfig)) == set(ARCHITECTURES)
-    assert set(names_of(InitConfig)) == set(INITS)
+    from workers.inits import DATA_INITS
+
+    assert set(names_of(InitConfig)) == set(INITS) | set(DATA_INITS)
     assert set(names_of(OptimizerConfig)) == set(OPTIMIZERS)
 
 
