@@ -85,3 +85,32 @@ def test_every_rule_prints_its_text_and_claim():
     for name, rule in rules.RULES.items():
         assert rule.claim.endswith(".") and len(rule.claim) < 160, name
         assert "supported when" in rule.text and "not supported" in rule.text, name
+
+
+@pytest.mark.slow
+def test_section_two_is_computed_from_stored_runs(sqlite_url):
+    """examples/saddle_escape.yaml as it is (batch 32) and with full batch, trained here
+    through the queue: the section reads each run's steps to leave the saddle from the
+    database and its rule answers "supported"; the same runs give the same section."""
+    import yaml
+
+    from db.migrate import upgrade
+    from db.session import session_scope
+    from service.report.sections import noise_escapes_saddles
+    from tests.conftest import ROOT
+    from tests.web.test_pages import run_queued, submit
+
+    upgrade(sqlite_url)
+    spec = yaml.safe_load((ROOT / "examples" / "saddle_escape.yaml").read_text())
+    spec["budget"]["steps"] = 250
+    minibatch = submit(sqlite_url, spec)
+    spec["budget"] = {"steps": 250, "full_batch": True, "log_every": 1, "eval_every": 100}
+    full = submit(sqlite_url, spec | {"name": "saddle-full-batch"})
+    assert set(run_queued(sqlite_url)) == {"succeeded"}
+    with session_scope(sqlite_url) as s:
+        section = noise_escapes_saddles(s, full_batch_sweep=full, minibatch_sweeps={32: minibatch})
+        again = noise_escapes_saddles(s, full_batch_sweep=full, minibatch_sweeps={32: minibatch})
+    assert section.numbers["full batch"]["left"] == 0  # full-batch descent stays
+    assert section.numbers["batch 32"]["left"] == 3
+    assert section.verdict == "supported"
+    assert again.numbers == section.numbers and again.verdict == section.verdict
