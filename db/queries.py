@@ -39,6 +39,12 @@ def run_counts(*, session: Session, sweep_ids: Sequence[int]) -> dict[int, dict[
     return counts
 
 
+def unfinished_runs(*, session: Session, sweep_id: int) -> int:
+    """Runs of the sweep still queued or running."""
+    counts = run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
+    return counts.get("queued", 0) + counts.get("running", 0)
+
+
 def sweep_status(*, counts: dict[str, int], cancelled: bool) -> str:
     """queued | running | finished | cancelled, derived from the runs' statuses."""
     total = sum(counts.values())

@@ -1,6 +1,7 @@
 """Periodic upkeep a dispatcher does (every PLATEAU_MAINTENANCE_SECONDS) and
 `plateau db prune-curves` does on demand: thin old runs' per-step curves (when
-PLATEAU_CURVE_RETENTION_DAYS is set) and drop rate-limit windows that have ended."""
+PLATEAU_CURVE_RETENTION_DAYS is set) and drop rate-limit windows that have ended. The
+dispatcher's round also thins the curves of schedules' nights past keep_curves_nights."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ def maintain(settings: Settings) -> tuple[Pruned | None, int]:
     pruned = None
     if settings.curve_retention_days is not None:
         pruned = prune_curves(settings.database_url, settings.curve_retention_days)
+    while True:  # schedules' nights past their keep_curves_nights, a batch per transaction
+        with session_scope(settings.database_url) as session:
+            if retention.prune_old_nights(session=session)[0] == 0:
+                break
     with session_scope(settings.database_url) as session:
         purged = ratelimit.purge_expired(session=session)
     return pruned, purged

@@ -348,8 +348,7 @@ def finished(session: Session, firing: ScheduleFiring) -> bool:
     from db import queries
 
     def ended(sweep_id: int) -> bool:
-        counts = queries.run_counts(session=session, sweep_ids=[sweep_id])[sweep_id]
-        return counts.get("queued", 0) + counts.get("running", 0) == 0
+        return queries.unfinished_runs(session=session, sweep_id=sweep_id) == 0
 
     if firing.sweep_id is not None:
         return ended(firing.sweep_id)

@@ -67,8 +67,7 @@ def study_document(*, session: Session, row: Study, url: str) -> dict[str, Any]:
     sweeps = db_pages.confirmation_sweeps(session=session, study_id=row.id)
     if sweeps:
         sweep = sweeps[0]
-        counts = queries.run_counts(session=session, sweep_ids=[sweep.id])[sweep.id]
-        done = counts.get("queued", 0) + counts.get("running", 0) == 0
+        done = queries.unfinished_runs(session=session, sweep_id=sweep.id) == 0
         view["confirmation"] = {
             "sweep_id": sweep.id,
             "best_trial": sweep.spec.get("best_trial"),

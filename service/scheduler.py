@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 from sqlalchemy import select, update
 
-from db import retention
 from db.errors import database_unavailable
 from db.models import Schedule, ScheduleFiring, utcnow
 from db.session import session_scope
@@ -100,8 +99,6 @@ class Scheduler:
         self.confirm_finished_studies(now)
         self.analyse_finished_nights(now)
         deliver_due(self.settings, now)
-        with session_scope(self.settings.database_url) as session:
-            retention.prune_old_nights(session=session)  # curves of nights past keeping
         return fired
 
     def confirm_finished_studies(self, now: dt.datetime) -> list[int]:

@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -74,43 +74,39 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+# What ScheduleCreate and a PATCH's ScheduleUpdate say of the fields they share.
+CRON = "when to fire: a 5-field cron expression (minute hour day month weekday), read in `timezone`"
+TIMEZONE = "IANA timezone the cron expression is read in"
+SPEC = (
+    "the document POST /api/v1/sweeps takes (kind sweep) or POST /api/v1/studies takes "
+    "(kind study); validated now, not at firing time"
+)
+WEBHOOK = (
+    "POSTed a signed JSON document after each night finishes (its host must be on "
+    "PLATEAU_WEBHOOK_ALLOWED_HOSTS)"
+)
+CATCH_UP = (
+    "after downtime: 'latest' fires the last missed slot once (late), 'none' skips missed slots"
+)
+COMPARE = "earlier nights each night is compared with"
+KEEP = "nights whose per-step curves are kept"
+CompareNights = Annotated[int, Field(ge=1, le=60)]
+KeepNights = Annotated[int, Field(ge=1, le=3650)]
+
+
 class ScheduleFields(BaseModel):
     """What PATCH may change (every field optional there)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cron: str | None = Field(
-        None,
-        description="when to fire: a 5-field cron expression (minute hour day month weekday), "
-        "read in `timezone`",
-        examples=["0 2 * * *"],
-    )
-    timezone: str | None = Field(
-        None, description="IANA timezone the cron expression is read in", examples=["UTC"]
-    )
-    spec: dict[str, Any] | None = Field(
-        None,
-        description="the document POST /api/v1/sweeps takes (kind sweep) or POST "
-        "/api/v1/studies takes (kind study); validated now, not at firing time",
-    )
-    webhook_url: str | None = Field(
-        None,
-        max_length=2000,
-        description="POSTed a signed JSON document after each night finishes (its host must "
-        "be on PLATEAU_WEBHOOK_ALLOWED_HOSTS)",
-    )
+    cron: str | None = Field(None, description=CRON, examples=["0 2 * * *"])
+    timezone: str | None = Field(None, description=TIMEZONE, examples=["UTC"])
+    spec: dict[str, Any] | None = Field(None, description=SPEC)
+    webhook_url: str | None = Field(None, max_length=2000, description=WEBHOOK)
     enabled: bool | None = Field(None, description="false: paused, fires nothing")
-    catch_up: CatchUp | None = Field(
-        None,
-        description="after downtime: 'latest' fires the last missed slot once (late), "
-        "'none' skips missed slots",
-    )
-    compare_nights: int | None = Field(
-        None, ge=1, le=60, description="earlier nights each night is compared with"
-    )
-    keep_curves_nights: int | None = Field(
-        None, ge=1, le=3650, description="nights whose per-step curves are kept"
-    )
+    catch_up: CatchUp | None = Field(None, description=CATCH_UP)
+    compare_nights: CompareNights | None = Field(None, description=COMPARE)
+    keep_curves_nights: KeepNights | None = Field(None, description=KEEP)
 
     @field_validator("cron")
     @classmethod
@@ -136,34 +132,14 @@ class ScheduleCreate(BaseModel):
 
     name: Label = Field(min_length=1, max_length=200, description="a name for people")
     kind: Kind = Field("sweep", description="what `spec` is: a sweep or a study")
-    cron: str = Field(
-        description="when to fire: a 5-field cron expression (minute hour day month weekday), "
-        "read in `timezone`",
-        examples=["0 2 * * *"],
-    )
-    timezone: str = Field("UTC", description="IANA timezone the cron expression is read in")
-    spec: dict[str, Any] = Field(
-        description="the document POST /api/v1/sweeps takes (kind sweep) or POST "
-        "/api/v1/studies takes (kind study); validated now, not at firing time"
-    )
-    webhook_url: str | None = Field(
-        None,
-        max_length=2000,
-        description="POSTed a signed JSON document after each night finishes (its host must "
-        "be on PLATEAU_WEBHOOK_ALLOWED_HOSTS)",
-    )
+    cron: str = Field(description=CRON, examples=["0 2 * * *"])
+    timezone: str = Field("UTC", description=TIMEZONE)
+    spec: dict[str, Any] = Field(description=SPEC)
+    webhook_url: str | None = Field(None, max_length=2000, description=WEBHOOK)
     enabled: bool = Field(True, description="false: created paused")
-    catch_up: CatchUp = Field(
-        "latest",
-        description="after downtime: 'latest' fires the last missed slot once (late), "
-        "'none' skips missed slots",
-    )
-    compare_nights: int = Field(
-        5, ge=1, le=60, description="earlier nights each night is compared with"
-    )
-    keep_curves_nights: int = Field(
-        14, ge=1, le=3650, description="nights whose per-step curves are kept"
-    )
+    catch_up: CatchUp = Field("latest", description=CATCH_UP)
+    compare_nights: CompareNights = Field(5, description=COMPARE)
+    keep_curves_nights: KeepNights = Field(14, description=KEEP)
 
     @field_validator("cron")
     @classmethod
@@ -239,7 +215,7 @@ def due_slots(
     latest = due[-1]
     if schedule.catch_up == "none" and (now - latest).total_seconds() > grace_seconds:
         return None, 0  # late: skipped; the next on-time firing counts it as missed
-    return latest, len(slots_between(schedule, since, latest)) - 1
+    return latest, len(due) - 1  # the slots in (since, latest) before it
 
 
 # --- firing --------------------------------------------------------------------------------

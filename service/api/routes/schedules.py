@@ -221,10 +221,10 @@ def unfinished_night(session: Any, schedule_id: int) -> str | None:
     ).first()
     if latest is None:
         return None
-    if latest.sweep_id is not None:
-        counts = queries.run_counts(session=session, sweep_ids=[latest.sweep_id])[latest.sweep_id]
-        if counts.get("queued", 0) + counts.get("running", 0):
-            return f"night {latest.night} (sweep {latest.sweep_id}) is still running"
+    if latest.sweep_id is not None and queries.unfinished_runs(
+        session=session, sweep_id=latest.sweep_id
+    ):
+        return f"night {latest.night} (sweep {latest.sweep_id}) is still running"
     if latest.study_id is not None:
         study = session.get(Study, latest.study_id)
         if study is not None and study.state == "running":
